@@ -1,0 +1,135 @@
+"""The SIFA step on a clip: motion saliency, offsets, inter-frame attention and fusion."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sifa.ops import functional
+
+MSM_CHOICES = ("paper", "official")
+OFFSET_INIT_CHOICES = ("zero", "kaiming")
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def motion_saliency(current: torch.Tensor, following: torch.Tensor, msm: str) -> torch.Tensor:
+    """Motion saliency map ``M`` of SPEC section 1, step 1.
+
+    ``"paper"``: ``sigmoid(X_{t+1} - X_t) * X_{t+1}`` (Fig. 3 of the paper);
+    ``"official"``: the released code's ``sigmoid(X_{t+1} - X_t) * X_{t+1} + X_{t+1}``.
+    """
+    gate = torch.sigmoid(following - current)
+    return gate * following + following if msm == "official" else gate * following
+
+
+class InterFrameAttention(nn.Module):
+    """Stand-alone inter-frame attention on clips ``(N, C, T, H, W)`` (SPEC section 1).
+
+    For each pair of consecutive frames ``(t, t+1)``: the motion saliency map of the pair
+    predicts ``2*k*k`` offsets with a bias-free 3x3 conv, frame ``t`` attends to the deformed
+    ``k x k`` neighbourhood of every position in frame ``t+1`` through
+    :func:`sifa.ops.inter_frame_attention`, and the result is added to frame ``t``. The last
+    frame has no successor and passes through unchanged, so a clip of ``T = 1`` is returned
+    as it is. The output has the input's shape; information flows only from ``t+1`` to ``t``.
+    The offset conv is the only learned weight.
+
+    Args:
+        channels: ``C`` of the clips.
+        kernel_size, dilation, groups, scale, normalize: the operator's switches (see
+            :func:`sifa.ops.inter_frame_attention`); defaults follow the released code
+            (``scale="1/C"``, ``normalize="none"``).
+        msm: motion saliency ``"official"`` (released code, default) or ``"paper"``.
+        offset_init: ``"zero"`` (default, the authors' intent: SIFA starts as attention over
+            a regular window) or ``"kaiming"`` (what the released code actually did:
+            ``kaiming_normal_`` with ``mode="fan_out"``, ``nonlinearity="relu"``).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        kernel_size: int = 3,
+        dilation: int = 1,
+        groups: int = 1,
+        scale: float | str | None = "1/C",
+        normalize: str = "none",
+        msm: str = "official",
+        offset_init: str = "zero",
+    ) -> None:
+        super().__init__()
+        functional.check_positive_int("channels", channels)
+        functional.check_positive_int("kernel_size", kernel_size, odd=True)
+        functional.check_positive_int("dilation", dilation)
+        functional.check_positive_int("groups", groups)
+        if channels % groups != 0:
+            raise ValueError(f"groups={groups} must divide channels={channels}")
+        functional.check_normalize(normalize)
+        functional.resolve_scale(scale, channels // groups)  # fail now, not at the first call
+        _check_choice("msm", msm, MSM_CHOICES)
+        _check_choice("offset_init", offset_init, OFFSET_INIT_CHOICES)
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.groups = groups
+        self.scale = scale
+        self.normalize = normalize
+        self.msm = msm
+        self.offset_init = offset_init
+        self.offset_conv = nn.Conv2d(
+            channels, 2 * kernel_size * kernel_size, kernel_size=3, padding=1, bias=False
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise the offset conv as ``offset_init`` says.
+
+        Models that initialise all their convs at once call this afterwards, so that a
+        model-wide init does not silently replace the zero init (the released code's bug).
+        """
+        if self.offset_init == "zero":
+            nn.init.zeros_(self.offset_conv.weight)
+        else:
+            nn.init.kaiming_normal_(self.offset_conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def offsets(self, current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+        """Offsets ``(B, 2*k*k, H, W)`` for frame pairs given as ``(B, C, H, W)`` each."""
+        offset = self.offset_conv(motion_saliency(current, following, self.msm))
+        return offset.to(current.dtype)  # under autocast the conv may return a lower precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[1] != self.channels:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"InterFrameAttention expects clips (N, C, T, H, W) with C={self.channels}, "
+                f"got {shape}"
+            )
+        n, c, t, h, w = x.shape
+        if t == 1:
+            return x
+        # Fold the T-1 frame pairs into the batch: (N, C, T, H, W) -> (N*(T-1), C, H, W).
+        frames = x.transpose(1, 2)
+        current = frames[:, :-1].reshape(n * (t - 1), c, h, w)
+        following = frames[:, 1:].reshape(n * (t - 1), c, h, w)
+        attended = functional.inter_frame_attention(
+            current,
+            following,
+            self.offsets(current, following),
+            kernel_size=self.kernel_size,
+            dilation=self.dilation,
+            groups=self.groups,
+            scale=self.scale,
+            normalize=self.normalize,
+        )
+        attended = attended.view(n, t - 1, c, h, w).transpose(1, 2)
+        return torch.cat((x[:, :, :-1] + attended, x[:, :, -1:]), dim=2)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, kernel_size={self.kernel_size}, dilation={self.dilation}, "
+            f"groups={self.groups}, scale={self.scale!r}, normalize={self.normalize!r}, "
+            f"msm={self.msm!r}, offset_init={self.offset_init!r}"
+        )

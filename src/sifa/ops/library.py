@@ -1,0 +1,73 @@
+"""The SIFA operator registered with ``torch.library``.
+
+``torch.ops.sifa.inter_frame_attention`` and its backward are custom ops with fake (meta)
+implementations, so ``torch.compile`` and ``torch.export`` see one opaque op instead of the
+sampling and einsum steps inside it. Faster backends plug in behind the same op names.
+The public entry point with argument checks is :func:`sifa.ops.inter_frame_attention`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sifa.ops import reference
+
+
+@torch.library.custom_op("sifa::inter_frame_attention", mutates_args=())
+def inter_frame_attention_op(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    offset: torch.Tensor,
+    kernel_size: int,
+    dilation: int,
+    groups: int,
+    scale: float,
+    normalize: str,
+) -> torch.Tensor:
+    return reference.forward(query, key, offset, kernel_size, dilation, groups, scale, normalize)
+
+
+@inter_frame_attention_op.register_fake
+def _(query, key, offset, kernel_size, dilation, groups, scale, normalize):
+    return torch.empty_like(query, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("sifa::inter_frame_attention_backward", mutates_args=())
+def inter_frame_attention_backward_op(
+    grad_out: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    offset: torch.Tensor,
+    kernel_size: int,
+    dilation: int,
+    groups: int,
+    scale: float,
+    normalize: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return reference.backward(
+        grad_out, query, key, offset, kernel_size, dilation, groups, scale, normalize
+    )
+
+
+@inter_frame_attention_backward_op.register_fake
+def _(grad_out, query, key, offset, kernel_size, dilation, groups, scale, normalize):
+    return (
+        torch.empty_like(query, memory_format=torch.contiguous_format),
+        torch.empty_like(key, memory_format=torch.contiguous_format),
+        torch.empty_like(offset, memory_format=torch.contiguous_format),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    query, key, offset, kernel_size, dilation, groups, scale, normalize = inputs
+    ctx.save_for_backward(query, key, offset)
+    ctx.options = (kernel_size, dilation, groups, scale, normalize)
+
+
+def _backward(ctx, grad_out):
+    query, key, offset = ctx.saved_tensors
+    grads = inter_frame_attention_backward_op(grad_out, query, key, offset, *ctx.options)
+    return (*grads, None, None, None, None, None)
+
+
+inter_frame_attention_op.register_autograd(_backward, setup_context=_setup_context)
