@@ -146,7 +146,9 @@ GRAD_CASES = [
     "softmax",
     "softmax_groups2_dilation2",
     "scale_sqrt",
+    "scale_number",
     "kernel1",
+    "kernel5",
     "non_square",
     "tiny_2x3",
 ]
