@@ -9,6 +9,7 @@ The public entry point with argument checks is :func:`sifa.ops.inter_frame_atten
 from __future__ import annotations
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
 from sifa.ops import reference
 
@@ -71,3 +72,23 @@ def _backward(ctx, grad_out):
 
 
 inter_frame_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def inter_frame_attention_macs(query_shape, kernel_size: int) -> int:
+    """Multiply-adds of one forward call: per channel and tap, 4 for the bilinear sample (one
+    per corner), 1 for the score and 1 for the aggregation."""
+    batch, channels, height, width = query_shape
+    return 6 * batch * channels * kernel_size * kernel_size * height * width
+
+
+# flop_counter counts FLOPs, two per multiply-add. The backward (gradients of the scores, the
+# values, the query, and of key and offsets through the sampling) is counted as twice the
+# forward, the usual convention for convolutions.
+@register_flop_formula(torch.ops.sifa.inter_frame_attention)
+def _forward_flops(query_shape, key_shape, offset_shape, kernel_size, *args, **kwargs) -> int:
+    return 2 * inter_frame_attention_macs(query_shape, kernel_size)
+
+
+@register_flop_formula(torch.ops.sifa.inter_frame_attention_backward)
+def _backward_flops(grad_shape, query_shape, key_shape, offset_shape, kernel_size, *args, **kwargs):
+    return 4 * inter_frame_attention_macs(query_shape, kernel_size)

@@ -1,0 +1,5 @@
+import sys
+
+from sifa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,26 @@
+"""Video recognition models: SIFA-Net and its ResNet baselines, with a registry."""
+
+from sifa.models import resnet  # noqa: F401  (registers the ResNet family)
+from sifa.models.losses import classification_loss
+from sifa.models.registry import create_model, list_models, model_entry, register_model
+from sifa.models.resnet import DualLogits, ResNet3d
+from sifa.models.weights import (
+    CheckpointError,
+    inflate_resnet_state_dict,
+    load_2d_resnet_weights,
+    read_state_dict,
+)
+
+__all__ = [
+    "CheckpointError",
+    "DualLogits",
+    "ResNet3d",
+    "classification_loss",
+    "create_model",
+    "inflate_resnet_state_dict",
+    "list_models",
+    "load_2d_resnet_weights",
+    "model_entry",
+    "read_state_dict",
+    "register_model",
+]

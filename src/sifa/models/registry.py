@@ -1,0 +1,83 @@
+"""Model registry: ``@register_model`` builders, ``create_model`` and ``list_models``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered builder and what is known about the model it builds.
+
+    ``paper`` holds the paper's numbers for the model where it reports them, e.g.
+    ``{"gmacs": {16: 25, 32: 51}, "kinetics400_top1": {16: 77.4}}`` (frames -> value).
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    paper: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def switches(self) -> dict[str, Any]:
+        """Keyword arguments the builder takes, with their defaults."""
+        return {
+            name: param.default
+            for name, param in inspect.signature(self.builder).parameters.items()
+        }
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    builder: Callable[..., nn.Module],
+    *,
+    name: str | None = None,
+    paper: dict[str, Any] | None = None,
+    note: str = "",
+) -> Callable[..., nn.Module]:
+    """Register ``builder`` (keyword switches only) as ``name`` (default: its ``__name__``)."""
+    name = name or builder.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = ModelEntry(name, builder, dict(paper or {}), note)
+    return builder
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered models matching a shell-style ``pattern``."""
+    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; a ``ValueError`` lists the close names otherwise."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown model {name!r}{hint} Registered models: {', '.join(list_models())}"
+        )
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **switches: Any) -> nn.Module:
+    """Build the registered model ``name`` with the given switches (``num_classes=...`` etc.).
+
+    An unknown switch is a ``TypeError`` that names it and lists the model's switches.
+    """
+    entry = model_entry(name)
+    known = entry.switches()
+    unknown = sorted(set(switches) - set(known))
+    if unknown:
+        raise TypeError(
+            f"{name} has no switch {', '.join(map(repr, unknown))}; "
+            f"its switches are: {', '.join(known)}"
+        )
+    return entry.builder(**switches)

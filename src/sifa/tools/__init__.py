@@ -1,0 +1,1 @@
+"""Tools around the models: complexity (FLOPs), and later benchmarks, export, visualisation."""

@@ -1,0 +1,69 @@
+"""The `sifa` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sifa.cli import main, parse_switches
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models", "sifa_*"]) == 0
+    out = capsys.readouterr().out
+    assert "sifa_resnet50" in out and "the paper's main network" in out
+    assert "c2d_resnet50" not in out
+
+
+def test_flops_text_compares_with_the_paper(capsys):
+    assert main(["flops", "sifa_resnet50", "--frames", "16", "--size", "224"]) == 0
+    out = capsys.readouterr().out
+    assert "GMACs/view   23.89   (paper: 25, -4.4%)" in out
+    assert "parameters   43.04 M" in out
+
+
+def test_flops_json_with_switches(capsys):
+    args = ["flops", "sifa_resnet18", "--frames", "8", "--size", "64", "--json"]
+    assert main([*args, "dual_head=false", "sifa_stages=[res5]"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["switches"] == {"dual_head": False, "sifa_stages": ["res5"]}
+    assert report["frames"] == 8 and report["gmacs"] > 0 and "layer4_dual" not in report["parts"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["flops", "sifa_resnet50", "foo=1"], "sifa_resnet50 has no switch 'foo'"),
+        (["flops", "nope"], "unknown model 'nope'"),
+        (["flops", "sifa_resnet50", "--frames", "10"], "T=10 must be a positive multiple"),
+        (["flops", "sifa_resnet50", "dual_head"], "expected a model switch as key=value"),
+    ],
+)
+def test_errors_are_one_line_messages(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sifa {args[0]}: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_parse_switches_reads_yaml_values():
+    assert parse_switches(["a=1", "b=0.5", "c=true", "d=1/C", "e=[x, y]"]) == {
+        "a": 1,
+        "b": 0.5,
+        "c": True,
+        "d": "1/C",
+        "e": ["x", "y"],
+    }
+
+
+def test_console_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "sifa", "flops", "c2d_resnet18", "--frames", "4", "--size", "32"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "GMACs/view" in result.stdout

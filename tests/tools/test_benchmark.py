@@ -1,0 +1,29 @@
+"""The model benchmark: fresh process per model, ratios against the C2D baseline."""
+
+from __future__ import annotations
+
+import pytest
+
+from sifa.tools.benchmark import benchmark_models, format_benchmark
+
+
+def test_benchmark_measures_and_tabulates_ratios():
+    names = ["sifa_resnet18", "c2d_resnet18"]
+    results = benchmark_models(names, batch=2, frames=8, size=32, warmup=0, repeats=1, threads=1)
+    assert [r.model for r in results] == names
+    sifa_row, c2d_row = results
+    for r in results:
+        assert r.train_s > 0 and r.infer_s > 0 and r.train_peak_mib > 0
+    assert sifa_row.gmacs > c2d_row.gmacs  # offset convs and the operator cost something
+    table = format_benchmark(results, "tiny")
+    assert "ratios against c2d_resnet18" in table
+    row = next(line for line in table.splitlines() if line.startswith("| sifa_resnet18"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == f"{sifa_row.train_s / c2d_row.train_s:.2f}"
+    assert cells[5] == f"{sifa_row.infer_s / c2d_row.infer_s:.2f}"
+
+
+def test_a_failing_model_is_named():
+    # One clip of 4 frames at 32 px leaves BatchNorm a single value per channel in training.
+    with pytest.raises(ValueError, match=r"benchmark of c2d_resnet18 failed: ValueError: Expected"):
+        benchmark_models(["c2d_resnet18"], batch=1, frames=4, size=32, warmup=0, repeats=1)
