@@ -199,7 +199,7 @@ def _randomise_norms_and_heads(model):
                 tensor.copy_(noise)
 
 
-@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("depth", [18, 50, 101])
 def test_c2d_is_sifa_with_every_sifa_step_removed(depth):
     common = dict(num_classes=6, zero_init_residual=False, dropout=0.0)
     c2d = sifa.create_model(f"c2d_resnet{depth}", **common)

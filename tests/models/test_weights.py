@@ -82,16 +82,13 @@ def check_inflated(model, state, classes_match: bool):
                 assert torch.equal(target, value), target_key
 
 
-@pytest.mark.parametrize(
-    "name, depth, suffix",
-    [
-        ("sifa_resnet18", 18, ".pth"),
-        ("c2d_resnet18", 18, ".safetensors"),
-        ("tsm_resnet18", 18, ".pth"),
-        ("sifa_resnet50", 50, ".safetensors"),
-    ],
-)
-def test_every_2d_weight_lands_where_it_should(tmp_path, name, depth, suffix):
+RESNETS = sifa.list_models("*_resnet*")
+
+
+@pytest.mark.parametrize("name", RESNETS)
+def test_every_2d_weight_lands_where_it_should(tmp_path, name):
+    depth = int(name.rsplit("resnet", 1)[1])
+    suffix = ".safetensors" if RESNETS.index(name) % 2 else ".pth"
     state = random_checkpoint(depth)
     path = save(state, tmp_path / f"resnet{depth}{suffix}")
     model = sifa.create_model(name, num_classes=1000)

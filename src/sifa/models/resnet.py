@@ -219,12 +219,13 @@ class ResNet3d(nn.Module):
             stride = 1 if index == 0 else 2
             layer = self._make_layer(stage, in_channels, planes, depth, stride)
             self.add_module(f"layer{index + 1}", layer)
-            res4_channels, in_channels = in_channels, planes * block.expansion
+            in_channels = planes * block.expansion
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.num_features, num_classes)
         self.dual_head = dual_head
         if dual_head:
             self.temporal_pool = nn.MaxPool3d((2, 1, 1), ceil_mode=True)
+            res4_channels = widths[2] * block.expansion
             self.layer4_dual = self._make_layer("res5", res4_channels, 512, layers[3], stride=1)
             self.fc_dual = nn.Linear(self.num_features, num_classes)
         self.reset_parameters()

@@ -12,6 +12,8 @@ channel ``2n`` the vertical and ``2n+1`` the horizontal offset of tap ``n = i*k 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -67,6 +69,25 @@ def _grouped(tensor: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Ten
     return tensor.to(dtype).reshape(batch, groups, channels // groups, height, width)
 
 
+class _Attention(NamedTuple):
+    """What forward and backward both compute, in the compute dtype."""
+
+    key: torch.Tensor  # (B, C, H, W)
+    grid: torch.Tensor  # (B, k*k*H, W, 2)
+    query: torch.Tensor  # (B, G, C/G, H, W)
+    values: torch.Tensor  # (B, G, C/G, k*k, H, W)
+    weights: torch.Tensor  # (B, G, k*k, H, W)
+
+
+def _attend(query, key, offset, kernel_size, dilation, groups, scale, normalize) -> _Attention:
+    dtype = _compute_dtype(query.dtype)
+    grid = sampling_grid(offset.to(dtype), kernel_size, dilation)
+    key = key.to(dtype)
+    values = _sample(key, grid, groups, kernel_size * kernel_size)
+    query = _grouped(query, groups, dtype)
+    return _Attention(key, grid, query, values, _attention_weights(query, values, scale, normalize))
+
+
 def forward(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -78,12 +99,8 @@ def forward(
     normalize: str,
 ) -> torch.Tensor:
     """Inter-frame attention of ``query`` over the deformed neighbourhoods in ``key``."""
-    dtype = _compute_dtype(query.dtype)
-    grid = sampling_grid(offset.to(dtype), kernel_size, dilation)
-    values = _sample(key.to(dtype), grid, groups, kernel_size * kernel_size)
-    query_g = _grouped(query, groups, dtype)
-    weights = _attention_weights(query_g, values, scale, normalize)
-    out = torch.einsum("bgkhw,bgckhw->bgchw", weights, values)
+    a = _attend(query, key, offset, kernel_size, dilation, groups, scale, normalize)
+    out = torch.einsum("bgkhw,bgckhw->bgchw", a.weights, a.values)
     # Contiguous output: the op's fake implementation promises it.
     return out.reshape(query.shape).to(query.dtype).contiguous()
 
@@ -106,15 +123,11 @@ def backward(
     ``dL/dq = scale * sum_n dL/dz_n v_n``; ``dL/dv_n = a_n g + scale * dL/dz_n q``; and the
     gradients of key and offset come from ``grid_sample``'s own backward.
     """
-    dtype = _compute_dtype(query.dtype)
     batch, channels, height, width = query.shape
     taps = kernel_size * kernel_size
-    grid = sampling_grid(offset.to(dtype), kernel_size, dilation)
-    key_c = key.to(dtype)
-    values = _sample(key_c, grid, groups, taps)
-    query_g = _grouped(query, groups, dtype)
-    grad_g = _grouped(grad_out, groups, dtype)
-    weights = _attention_weights(query_g, values, scale, normalize)
+    a = _attend(query, key, offset, kernel_size, dilation, groups, scale, normalize)
+    values, weights = a.values, a.weights
+    grad_g = _grouped(grad_out, groups, a.values.dtype)
 
     grad_weights = torch.einsum("bgchw,bgckhw->bgkhw", grad_g, values)
     if normalize == "softmax":
@@ -122,13 +135,13 @@ def backward(
     grad_logits = grad_weights * scale
     grad_query = torch.einsum("bgkhw,bgckhw->bgchw", grad_logits, values)
     grad_values = torch.einsum("bgkhw,bgchw->bgckhw", weights, grad_g) + torch.einsum(
-        "bgkhw,bgchw->bgckhw", grad_logits, query_g
+        "bgkhw,bgchw->bgckhw", grad_logits, a.query
     )
 
     grad_key, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
         grad_values.reshape(batch, channels, taps * height, width),
-        key_c,
-        grid,
+        a.key,
+        a.grid,
         _BILINEAR,
         _ZEROS,
         False,
