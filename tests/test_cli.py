@@ -10,6 +10,8 @@ import pytest
 
 from sifa.cli import main, parse_switches
 
+from video_fixtures import indexed_frames, write_mp4
+
 
 def test_models_lists_the_registry(capsys):
     assert main(["models", "sifa_*"]) == 0
@@ -67,3 +69,27 @@ def test_console_entry_point_runs():
         check=True,
     )
     assert "GMACs/view" in result.stdout
+
+
+def test_check_data_lists_unreadable_files(tmp_path, capsys):
+    write_mp4(tmp_path / "good.mp4", indexed_frames(8, 32, 32))
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "list.txt").write_text("good.mp4 0\nempty.mp4 1\nmissing.mp4 0\n")
+    assert main(["check-data", str(tmp_path / "list.txt"), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "dataset: 3 videos checked, 2 unreadable" in out
+    assert f"{tmp_path / 'empty.mp4'}: the file is empty" in out
+    assert f"{tmp_path / 'missing.mp4'}: no such file" in out
+
+
+def test_check_data_reads_a_config(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    write_mp4(tmp_path / "run" / "a.mp4", indexed_frames(8, 32, 32))
+    (tmp_path / "config.yaml").write_text(
+        f"data:\n  train:\n    format: folder\n    root: {tmp_path}\n    batch_size: 4\n"
+    )
+    assert main(["check-data", str(tmp_path / "config.yaml"), "--quiet"]) == 0
+    assert "train: 1 videos checked, all readable" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text("data:\n  train:\n    root: x\n")
+    assert main(["check-data", str(tmp_path / "bad.yaml"), "--quiet"]) == 2
+    assert "no dataset found" in capsys.readouterr().err

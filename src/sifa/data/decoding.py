@@ -1,0 +1,359 @@
+"""Video decoding behind one interface: PyAV (default), decord (optional) and frame folders.
+
+Every reader returns RGB frames as a uint8 tensor ``(T, H, W, 3)`` for the frame indices asked
+for (in that order, repeats allowed) and knows the video's :class:`VideoInfo` without decoding
+the whole file where the container allows. Problems with a file raise a :class:`VideoError`
+subclass whose message starts with the file's path.
+
+PyAV frame indices come from presentation timestamps (``index = round(time * fps)``), which is
+exact for constant-frame-rate video, the norm for datasets; a reader seeks to the keyframe
+before the first frame it needs and stops decoding after the last.
+
+FFmpeg's decoding threads do not survive ``fork``: a threaded decoder that a forked DataLoader
+worker inherits as garbage and then frees hangs that worker. So PyAV readers free their decoder
+as soon as they are closed or fail (no exception keeps it alive), and importing this module
+registers a garbage collection before every ``fork`` so that no unreachable decoder crosses one.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import torch
+
+# No unreachable (threaded) decoder may cross a fork: see the module docstring.
+os.register_at_fork(before=gc.collect)
+
+
+class VideoError(Exception):
+    """A video or frame folder that cannot be read; ``path`` names it."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class VideoNotFoundError(VideoError, FileNotFoundError):
+    """The file or folder does not exist."""
+
+
+class EmptyVideoError(VideoError):
+    """The file is empty or holds no frames."""
+
+
+class VideoDecodeError(VideoError):
+    """The file is not a decodable video, or is truncated or corrupt."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    fps: float | None  # None where unknown (frame folders without a stated rate)
+    height: int
+    width: int
+
+
+class VideoReader(ABC):
+    """Random access to the frames of one video. Use as a context manager or call ``close``."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @property
+    @abstractmethod
+    def info(self) -> VideoInfo: ...
+
+    @abstractmethod
+    def _read(self, indices: list[int]) -> dict[int, np.ndarray]:
+        """Frames ``(H, W, 3)`` uint8 for the given sorted, unique indices."""
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, H, W, 3)``."""
+        indices = [int(i) for i in indices]
+        if not indices:
+            raise ValueError(f"{self.path}: no frame indices to read")
+        count = self.info.num_frames
+        bad = [i for i in indices if not 0 <= i < count]
+        if bad:
+            raise IndexError(f"{self.path}: frame {bad[0]} out of range for {count} frames")
+        frames = self._read(sorted(set(indices)))
+        return torch.from_numpy(np.stack([frames[i] for i in indices]))
+
+    def close(self) -> None:  # noqa: B027  (readers without resources keep the no-op)
+        pass
+
+    def _fail(self, problem: str) -> NoReturn:
+        """Free the decoder, then raise; called outside ``except`` blocks, so that no traceback
+        keeps a decoder (and its threads) alive."""
+        self.close()
+        raise VideoDecodeError(self.path, problem)
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _reason(error: Exception) -> str:
+    """FFmpeg's explanation without the file name PyAV appends to it."""
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise VideoNotFoundError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise EmptyVideoError(path, "the file is empty")
+
+
+class PyAVReader(VideoReader):
+    """FFmpeg through PyAV, with threaded decoding (``threads=0``: FFmpeg picks)."""
+
+    backend = "pyav"
+
+    def __init__(self, path: str | os.PathLike, *, threads: int = 0) -> None:
+        super().__init__(path)
+        import av
+
+        self._av = av
+        _check_file(self.path)
+        try:
+            self._container = av.open(str(self.path))
+        except (av.error.FFmpegError, UnicodeDecodeError) as error:
+            raise VideoDecodeError(self.path, f"not a readable video ({_reason(error)})") from error
+        if not self._container.streams.video:
+            self._container.close()
+            raise VideoDecodeError(self.path, "has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        self._stream.thread_count = threads
+        self._info: VideoInfo | None = None
+
+    @property
+    def info(self) -> VideoInfo:
+        if self._info is None:
+            stream = self._stream
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else None
+            count = stream.frames
+            if not count and fps and stream.duration is not None:
+                count = round(float(stream.duration * stream.time_base) * fps)
+            if not count:
+                count = self._count_packets()
+            if not count:
+                raise EmptyVideoError(self.path, "the video stream holds no frames")
+            context = stream.codec_context
+            self._info = VideoInfo(count, fps, context.height, context.width)
+        return self._info
+
+    def _count_packets(self) -> int:
+        """Frames counted by demuxing (no decoding), for containers that do not state it."""
+        try:
+            return sum(1 for packet in self._container.demux(self._stream) if packet.size)
+        except self._av.error.FFmpegError as error:
+            failure = _reason(error)
+        self._fail(f"cannot read packets ({failure})")
+
+    def _index(self, frame) -> int:
+        start = self._stream.start_time or 0
+        return round(float((frame.pts - start) * self._stream.time_base) * self.info.fps)
+
+    def _decode_from(self, seek_index: int, wanted: list[int]) -> tuple[dict[int, np.ndarray], int]:
+        """Frames of ``wanted`` found after seeking near ``seek_index``, and the last index
+        decoded."""
+        stream = self._stream
+        start = stream.start_time or 0
+        target = start + int(Fraction(seek_index) / Fraction(self.info.fps) / stream.time_base)
+        self._container.seek(target, stream=stream, backward=True, any_frame=False)
+        remaining = set(wanted)
+        frames, index = {}, -1
+        for frame in self._container.decode(stream):
+            if frame.pts is None:
+                continue
+            index = self._index(frame)
+            if index in remaining:
+                frames[index] = frame.to_ndarray(format="rgb24")
+                remaining.discard(index)
+            if index >= wanted[-1] or not remaining:
+                break
+        return frames, index
+
+    def _read(self, indices: list[int]) -> dict[int, np.ndarray]:
+        if not self.info.fps:
+            raise VideoDecodeError(self.path, "has no frame rate, so frames cannot be located")
+        try:
+            frames, last = self._decode_from(indices[0], indices)
+            if indices[0] not in frames and indices[0] > 0:
+                frames, last = self._decode_from(0, indices)  # the seek landed too late
+        except self._av.error.FFmpegError as error:
+            failure = _reason(error)
+        else:
+            missing = [i for i in indices if i not in frames]
+            if not missing:
+                return frames
+            failure = f"frame {missing[0]} of {self.info.num_frames} could not be decoded"
+            failure += f"; decoding stopped after frame {last}"
+        self._fail(
+            f"decoding frames {indices[0]} to {indices[-1]} failed ({failure}; "
+            "truncated or corrupt file?)"
+        )
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container = self._stream = None
+
+
+class DecordReader(VideoReader):
+    """The optional ``decord`` decoder (``pip install decord``)."""
+
+    backend = "decord"
+
+    def __init__(self, path: str | os.PathLike, *, threads: int = 0) -> None:
+        super().__init__(path)
+        try:
+            import decord
+        except ImportError as error:
+            raise ImportError(
+                "the decord backend needs the decord package: pip install decord"
+            ) from error
+        self._error = decord.DECORDError
+        _check_file(self.path)
+        self._reader = None
+        try:
+            self._reader = decord.VideoReader(str(self.path), num_threads=threads)
+            count = len(self._reader)
+            height, width = self._reader[0].shape[:2] if count else (0, 0)
+            fps = float(self._reader.get_avg_fps()) or None
+        except (self._error, RuntimeError) as error:
+            failure = str(error)
+        else:
+            failure = None
+        if failure is not None:
+            self._fail(f"not a readable video ({failure})")
+        if count == 0:
+            self.close()
+            raise EmptyVideoError(self.path, "the video stream holds no frames")
+        self._info = VideoInfo(count, fps, height, width)
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    def _read(self, indices: list[int]) -> dict[int, np.ndarray]:
+        try:
+            batch = self._reader.get_batch(indices).asnumpy()
+        except (self._error, RuntimeError) as error:
+            failure = str(error)
+        else:
+            return dict(zip(indices, batch, strict=True))
+        self._fail(f"decoding failed ({failure})")
+
+    def close(self) -> None:
+        self._reader = None
+
+
+class FrameFolderReader(VideoReader):
+    """A folder of image files, one per frame, named by ``template`` from ``start_index``
+    (``img_00001.jpg``, ... by default, as in mmaction's frame lists)."""
+
+    backend = "frames"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        num_frames: int | None = None,
+        template: str = "img_{:05d}.jpg",
+        start_index: int = 1,
+        fps: float | None = None,
+    ) -> None:
+        super().__init__(path)
+        if not self.path.is_dir():
+            raise VideoNotFoundError(self.path, "no such frame folder")
+        self.template = template
+        self.start_index = start_index
+        if num_frames is None:
+            num_frames = self._count_frames()
+        if num_frames == 0:
+            raise EmptyVideoError(self.path, f"holds no frames named like {template!r}")
+        self._num_frames = num_frames
+        self._fps = fps
+        self._info: VideoInfo | None = None
+
+    def _count_frames(self) -> int:
+        names = set(os.listdir(self.path))
+        count = 0
+        while self.template.format(self.start_index + count) in names:
+            count += 1
+        return count
+
+    def _frame_path(self, index: int) -> Path:
+        return self.path / self.template.format(self.start_index + index)
+
+    def _load(self, index: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self._frame_path(index)
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+        except FileNotFoundError as error:
+            raise VideoDecodeError(self.path, f"frame file {path.name} is missing") from error
+        except (UnidentifiedImageError, OSError) as error:
+            raise VideoDecodeError(self.path, f"frame file {path.name} is unreadable") from error
+
+    @property
+    def info(self) -> VideoInfo:
+        if self._info is None:
+            height, width = self._load(0).shape[:2]
+            self._info = VideoInfo(self._num_frames, self._fps, height, width)
+        return self._info
+
+    def _read(self, indices: list[int]) -> dict[int, np.ndarray]:
+        frames = {i: self._load(i) for i in indices}
+        size = self.info.height, self.info.width
+        for index, frame in frames.items():
+            if frame.shape[:2] != size:
+                raise VideoDecodeError(
+                    self.path,
+                    f"frame file {self._frame_path(index).name} is {frame.shape[:2]}, "
+                    f"not {size} like the first frame",
+                )
+        return frames
+
+
+BACKENDS: dict[str, type[VideoReader]] = {
+    "pyav": PyAVReader,
+    "decord": DecordReader,
+    "frames": FrameFolderReader,
+}
+
+
+def open_video(path: str | os.PathLike, backend: str = "pyav", **options) -> VideoReader:
+    """A reader for ``path`` with the named backend (``pyav``, ``decord`` or ``frames``)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+    return BACKENDS[backend](path, **options)
+
+
+def backend_available(backend: str) -> tuple[bool, str]:
+    """Whether a backend can run here, and why not."""
+    module = {"pyav": "av", "decord": "decord", "frames": "PIL"}.get(backend)
+    if module is None:
+        return False, f"unknown backend {backend!r}"
+    try:
+        __import__(module)
+    except ImportError as error:
+        return False, f"{module} is not installed ({error})"
+    return True, ""
