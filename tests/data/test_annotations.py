@@ -58,7 +58,7 @@ def test_video_list_without_names_uses_label_numbers(tmp_path):
     "content, message",
     [
         ("a.mp4\n", r"list.txt:1: expected 'path label', got 'a.mp4'"),
-        ("a.mp4 0\nb.mp4 x\n", r"list.txt:2: the label must be an integer, got 'x'"),
+        ("a.mp4 0\nb.mp4 x\n", r"list.txt:2: label must be an integer, got 'x'"),
     ],
 )
 def test_video_list_errors_name_file_and_line(tmp_path, content, message):

@@ -99,31 +99,34 @@ def _default_names(records: list[VideoRecord], names_file: str | None) -> list[s
     return [str(i) for i in range(max((r.label for r in records), default=-1) + 1)]
 
 
-def read_video_list(path: str | os.PathLike, root: str | os.PathLike) -> list[VideoRecord]:
-    """``relative/path.mp4 label`` per line (the path may contain spaces)."""
-    records = []
+def _read_columns(path, root, head: str, columns: tuple[str, ...]):
+    """``(root / first field, integer columns)`` per line of ``head column ...`` lines; the
+    first field may contain spaces."""
     for number, line in _lines(path):
         where = f"{path}:{number}"
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2:
-            raise AnnotationError(f"{where}: expected 'path label', got {line!r}")
-        label = _integer(parts[1], "the label", where)
-        records.append(VideoRecord(Path(root) / parts[0], label))
-    return records
+        parts = line.rsplit(maxsplit=len(columns))
+        if len(parts) != len(columns) + 1:
+            raise AnnotationError(f"{where}: expected '{' '.join((head, *columns))}', got {line!r}")
+        values = [
+            _integer(text, name, where) for text, name in zip(parts[1:], columns, strict=True)
+        ]
+        yield Path(root) / parts[0], values
+
+
+def read_video_list(path: str | os.PathLike, root: str | os.PathLike) -> list[VideoRecord]:
+    """``relative/path.mp4 label`` per line (the path may contain spaces)."""
+    return [
+        VideoRecord(video, label)
+        for video, (label,) in _read_columns(path, root, "path", ("label",))
+    ]
 
 
 def read_frame_list(path: str | os.PathLike, root: str | os.PathLike) -> list[VideoRecord]:
     """``relative/folder num_frames label`` per line."""
-    records = []
-    for number, line in _lines(path):
-        where = f"{path}:{number}"
-        parts = line.rsplit(maxsplit=2)
-        if len(parts) != 3:
-            raise AnnotationError(f"{where}: expected 'folder num_frames label', got {line!r}")
-        frames = _integer(parts[1], "num_frames", where)
-        label = _integer(parts[2], "the label", where)
-        records.append(VideoRecord(Path(root) / parts[0], label, frames))
-    return records
+    return [
+        VideoRecord(folder, label, frames)
+        for folder, (frames, label) in _read_columns(path, root, "folder", ("num_frames", "label"))
+    ]
 
 
 def scan_video_folder(
