@@ -159,3 +159,21 @@ def test_bad_options(videos):
         VideoClipDataset(videos, ["a"], on_error="ignore")
     with pytest.raises(ValueError, match=r"at least one video"):
         VideoClipDataset([], ["a"])
+
+
+def test_cached_videos_give_the_same_items_without_reading_again(videos, tmp_path):
+    copies = []
+    for record in videos:
+        copy = tmp_path / record.path.name
+        copy.write_bytes(record.path.read_bytes())
+        copies.append(VideoRecord(copy, record.label))
+    sampler = DenseSampler(4, 2, random_start=True)
+    plain = VideoClipDataset(videos, list("abcde"), sampler=sampler)
+    cached = VideoClipDataset(copies, list("abcde"), sampler=sampler, cache_videos=True)
+    for epoch in range(2):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for index in range(len(videos)):
+            assert torch.equal(plain[index][0], cached[index][0])
+        for record in copies:  # from now on only the cache can serve them
+            record.path.unlink(missing_ok=True)

@@ -693,3 +693,18 @@ def test_reprs_name_the_settings():
 def test_bad_arguments_are_named(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+def test_train_preset_with_centre_crop_is_deterministic_geometry():
+    clip = (torch.arange(4 * 30 * 40 * 3) % 251).to(torch.uint8).reshape(4, 30, 40, 3)
+    preset = T.train_transform(
+        size=16, crop="center", flip=False, color_jitter=None, grayscale_p=0, blur_p=0,
+        mean=(0, 0, 0), std=(1, 1, 1),
+    )  # fmt: skip
+    expected = F.interpolate(
+        clip.permute(0, 3, 1, 2).float() / 255, size=(16, 21), mode="bilinear",
+        align_corners=False, antialias=True,
+    )[..., 2:18].transpose(0, 1)  # fmt: skip
+    torch.testing.assert_close(preset(clip), expected)
+    with pytest.raises(ValueError, match=r"crop must be 'random_resized' or 'center', got 'x'"):
+        T.train_transform(crop="x")

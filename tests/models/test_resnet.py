@@ -237,3 +237,19 @@ def test_reset_classifier():
     model.reset_classifier(9)
     assert model.fc.out_features == model.fc_dual.out_features == model.num_classes == 9
     assert model.eval()(clip(n=1)).shape == (1, 9)
+
+
+@pytest.mark.parametrize("family", ["sifa", "c2d", "tsm"])
+def test_base_width_scales_every_stage(family):
+    narrow = sifa.create_model(f"{family}_resnet18", num_classes=3, base_width=16)
+    wide = sifa.create_model(f"{family}_resnet18", num_classes=3)
+    assert narrow.conv1.out_channels == 16 and wide.conv1.out_channels == 64
+    assert narrow.fc.in_features == 128 and narrow.fc_dual.in_features == 128
+    for name in ("layer1", "layer2", "layer3", "layer4", "layer4_dual"):
+        out_narrow = getattr(narrow, name)[-1].conv2.out_channels
+        assert out_narrow * 4 == getattr(wide, name)[-1].conv2.out_channels
+    # Parameters scale roughly with the square of the width.
+    n_narrow = sum(p.numel() for p in narrow.parameters())
+    n_wide = sum(p.numel() for p in wide.parameters())
+    assert 10 < n_wide / n_narrow < 17
+    assert narrow(clip()).main.shape == (2, 3)

@@ -31,6 +31,9 @@ class VideoClipDataset(Dataset):
     an epoch is the same whatever the number of workers; call :meth:`set_epoch` before each
     epoch (it reaches persistent workers too).
 
+    ``cache_videos=True`` decodes each video whole once and keeps its frames in memory (in each
+    worker process), for small datasets that are read many times, like the synthetic demo's.
+
     ``on_error="skip"`` replaces an item whose video cannot be read (a :class:`VideoError`:
     missing, empty, truncated, undecodable) by the next readable one, logs each bad file once
     and counts the skips across workers (:attr:`skip_count`, :meth:`reset_skips`). Other errors,
@@ -50,6 +53,7 @@ class VideoClipDataset(Dataset):
         on_error: str = "raise",
         seed: int = 0,
         max_substitutes: int = 10,
+        cache_videos: bool = False,
     ) -> None:
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
@@ -65,6 +69,8 @@ class VideoClipDataset(Dataset):
         self.on_error = on_error
         self.seed = seed
         self.max_substitutes = max_substitutes
+        self.cache_videos = cache_videos
+        self._cache: dict[int, torch.Tensor] = {}  # index -> every frame, uint8 (T, H, W, 3)
         # Shared with DataLoader workers: the epoch, the skip count and which files were logged.
         self._epoch = multiprocessing.Value("q", 0)
         self._skips = multiprocessing.Value("q", 0)
@@ -114,10 +120,16 @@ class VideoClipDataset(Dataset):
         """``(clip, label)`` of item ``index``, raising :class:`VideoError` on a bad video."""
         record = self.records[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._item_seed(index))
-            with self.open(record) as reader:
-                indices = self.sampler(record.num_frames or reader.info.num_frames)
-                frames = reader.read(indices.reshape(-1))
+            # The CPU generator only: torch.manual_seed would also queue a costly CUDA seeding.
+            torch.default_generator.manual_seed(self._item_seed(index))
+            if self.cache_videos:
+                video = self._cached(index)
+                indices = self.sampler(len(video))
+                frames = video[torch.from_numpy(indices.reshape(-1))]
+            else:
+                with self.open(record) as reader:
+                    indices = self.sampler(record.num_frames or reader.info.num_frames)
+                    frames = reader.read(indices.reshape(-1))
             clips = frames.view(*indices.shape, *frames.shape[1:])
             views = [self.transform(clip) if self.transform else clip for clip in clips]
         if not self.multi_view:
@@ -128,6 +140,14 @@ class VideoClipDataset(Dataset):
             return views[0], record.label
         # A multi-crop transform returns (crops, C, T, H, W); a single crop (C, T, H, W).
         return torch.cat([v.unsqueeze(0) if v.dim() == 4 else v for v in views]), record.label
+
+    def _cached(self, index: int) -> torch.Tensor:
+        """Every frame of video ``index``, decoded on first use."""
+        if index not in self._cache:
+            record = self.records[index]
+            with self.open(record) as reader:
+                self._cache[index] = reader.read(range(record.num_frames or reader.info.num_frames))
+        return self._cache[index]
 
     def _log_once(self, index: int, error: VideoError) -> None:
         with self._logged.get_lock():

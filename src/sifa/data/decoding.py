@@ -78,6 +78,8 @@ class VideoReader(ABC):
 
     def read(self, indices: Sequence[int]) -> torch.Tensor:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, H, W, 3)``."""
+        if self.closed:
+            raise ValueError(f"{self.path}: the reader is closed")
         indices = [int(i) for i in indices]
         if not indices:
             raise ValueError(f"{self.path}: no frame indices to read")
@@ -88,8 +90,10 @@ class VideoReader(ABC):
         frames = self._read(sorted(set(indices)))
         return torch.from_numpy(np.stack([frames[i] for i in indices]))
 
-    def close(self) -> None:  # noqa: B027  (readers without resources keep the no-op)
-        pass
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def _fail(self, problem: str) -> NoReturn:
         """Free the decoder, then raise; called outside ``except`` blocks, so that no traceback
@@ -124,6 +128,7 @@ class PyAVReader(VideoReader):
     def __init__(self, path: str | os.PathLike, *, threads: int = 0) -> None:
         super().__init__(path)
         import av
+        from av.video.reformatter import VideoReformatter
 
         self._av = av
         _check_file(self.path)
@@ -137,6 +142,9 @@ class PyAVReader(VideoReader):
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         self._stream.thread_count = threads
+        # One converter for all frames: a frame's own to_ndarray sets up a new one every time,
+        # which costs more than decoding a small frame.
+        self._to_rgb = VideoReformatter()
         self._info: VideoInfo | None = None
 
     @property
@@ -182,7 +190,7 @@ class PyAVReader(VideoReader):
                 continue
             index = self._index(frame)
             if index in remaining:
-                frames[index] = frame.to_ndarray(format="rgb24")
+                frames[index] = self._to_rgb.reformat(frame, format="rgb24").to_ndarray()
                 remaining.discard(index)
             if index >= wanted[-1] or not remaining:
                 break
@@ -212,6 +220,7 @@ class PyAVReader(VideoReader):
         if self._container is not None:
             self._container.close()
         self._container = self._stream = None
+        super().close()
 
 
 class DecordReader(VideoReader):
@@ -261,6 +270,7 @@ class DecordReader(VideoReader):
 
     def close(self) -> None:
         self._reader = None
+        super().close()
 
 
 class FrameFolderReader(VideoReader):

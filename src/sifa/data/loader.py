@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 
 import numpy as np
 import torch
@@ -10,11 +11,36 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed Python's and numpy's RNGs in a worker from torch's per-worker seed, for code that
-    uses them (the project's own data code draws from torch only)."""
+    """Worker start-up: seed Python's and numpy's RNGs from torch's per-worker seed (for code
+    that uses them; the project's own data code draws from torch only), and leave Ctrl-C to the
+    main process, which saves a checkpoint and then stops the workers itself."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class ResumableSampler(DistributedSampler):
+    """A :class:`DistributedSampler` that can start an epoch part-way, at the ``start``-th
+    index of this process's order for that epoch (to resume an interrupted epoch exactly)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        self.start = start
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
 
 
 def make_loader(
@@ -31,11 +57,11 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader whose order depends only on ``seed`` and the epoch (see :func:`set_epoch`).
 
-    Shuffling uses a :class:`DistributedSampler` (``num_replicas=1`` for one process), which
+    Shuffling uses a :class:`ResumableSampler` (``num_replicas=1`` for one process), which
     permutes with ``seed + epoch``; workers are persistent, seeded by :func:`seed_worker`, and
     memory is pinned when CUDA is available.
     """
-    sampler = DistributedSampler(
+    sampler = ResumableSampler(
         dataset,
         num_replicas=num_replicas,
         rank=rank,

@@ -537,8 +537,8 @@ class SyntheticConfig:
     (pixels, square, even), ``frames`` per clip, ``fps`` of the written files, the number of
     class pairs (2 classes each) and the random ``seed``."""
 
-    videos_per_class: int = 40
-    val_videos_per_class: int = 10
+    videos_per_class: int = 100
+    val_videos_per_class: int = 25
     size: int = 64
     frames: int = 16
     fps: int = 8

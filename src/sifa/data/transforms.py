@@ -631,6 +631,7 @@ class ToCTHW(_Transform):
 
 def train_transform(
     size: int = 224,
+    crop: str = "random_resized",
     scale: Sequence[float] = (0.2, 1.0),
     ratio: Sequence[float] = (3 / 4, 4 / 3),
     flip: bool = True,
@@ -643,10 +644,17 @@ def train_transform(
 ) -> Compose:
     """Training clips: uint8 ``(T, H, W, 3)`` -> float32 ``(3, T, size, size)`` (module docstring).
 
+    ``crop="center"`` replaces the random resized crop by a short-side resize and a centre crop
+    (for data whose geometry carries the label, like the synthetic motion task).
     ``color_jitter`` is ``(brightness, contrast, saturation, hue)``; ``None`` or a probability of
     0 leaves a step out, and ``flip=False`` the flip (for direction-sensitive data).
     """
-    steps: list[Callable] = [ToFloatClip(), RandomResizedCrop(size, scale, ratio)]
+    if crop == "random_resized":
+        steps: list[Callable] = [ToFloatClip(), RandomResizedCrop(size, scale, ratio)]
+    elif crop == "center":
+        steps = [ToFloatClip(), ResizeShortSide(size), CenterCrop(size)]
+    else:
+        raise ValueError(f"crop must be 'random_resized' or 'center', got {crop!r}")
     if color_jitter is not None and _probability("color_jitter_p", color_jitter_p) > 0:
         steps.append(ColorJitter(*_sequence("color_jitter", color_jitter, 4), p=color_jitter_p))
     if _probability("grayscale_p", grayscale_p) > 0:

@@ -180,6 +180,7 @@ class ResNet3d(nn.Module):
         stem_temporal_stride: int = 4,
         dropout: float = 0.5,
         zero_init_residual: bool = True,
+        base_width: int = 64,
         sifa_stages: Iterable[str] = SIFA_STAGE_CHOICES,
         sifa_options: dict | None = None,
         shift_div: int = 8,
@@ -193,6 +194,7 @@ class ResNet3d(nn.Module):
         _check_flag("zero_init_residual", zero_init_residual)
         _check_int("stem_temporal_stride", stem_temporal_stride, 1)
         _check_int("shift_div", shift_div, 2)
+        _check_int("base_width", base_width, 1)
         if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.block = block
@@ -204,17 +206,17 @@ class ResNet3d(nn.Module):
         self.shift_div = shift_div if temporal == "tsm" else None
         self.stem_temporal_stride = stem_temporal_stride
         self.num_classes = num_classes
-        self.num_features = 512 * block.expansion
+        widths = (base_width, 2 * base_width, 4 * base_width, 8 * base_width)
+        self.num_features = widths[3] * block.expansion
 
         stride_t = stem_temporal_stride
         self.conv1 = nn.Conv3d(
-            3, 64, (stride_t, 7, 7), stride=(stride_t, 2, 2), padding=(0, 3, 3), bias=False
+            3, base_width, (stride_t, 7, 7), stride=(stride_t, 2, 2), padding=(0, 3, 3), bias=False
         )
-        self.bn1 = nn.BatchNorm3d(64)
+        self.bn1 = nn.BatchNorm3d(base_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
-        widths = (64, 128, 256, 512)
-        in_channels = 64
+        in_channels = base_width
         for index, (stage, planes, depth) in enumerate(zip(STAGES, widths, layers, strict=True)):
             stride = 1 if index == 0 else 2
             layer = self._make_layer(stage, in_channels, planes, depth, stride)
@@ -226,7 +228,9 @@ class ResNet3d(nn.Module):
         if dual_head:
             self.temporal_pool = nn.MaxPool3d((2, 1, 1), ceil_mode=True)
             res4_channels = widths[2] * block.expansion
-            self.layer4_dual = self._make_layer("res5", res4_channels, 512, layers[3], stride=1)
+            self.layer4_dual = self._make_layer(
+                "res5", res4_channels, widths[3], layers[3], stride=1
+            )
             self.fc_dual = nn.Linear(self.num_features, num_classes)
         self.reset_parameters()
 
@@ -341,6 +345,7 @@ def _sifa_resnet(
     stem_temporal_stride: int = 4,
     dropout: float = 0.5,
     zero_init_residual: bool = True,
+    base_width: int = 64,
     msm: str = "official",
     offset_init: str = "zero",
     scale: float | str | None = "1/C",
@@ -369,6 +374,7 @@ def _sifa_resnet(
         stem_temporal_stride=stem_temporal_stride,
         dropout=dropout,
         zero_init_residual=zero_init_residual,
+        base_width=base_width,
         sifa_stages=sifa_stages,
         sifa_options=sifa_options,
     )
@@ -383,6 +389,7 @@ def _c2d_resnet(
     stem_temporal_stride: int = 4,
     dropout: float = 0.5,
     zero_init_residual: bool = True,
+    base_width: int = 64,
 ) -> ResNet3d:
     block, layers = _DEPTHS[depth]
     return ResNet3d(
@@ -395,6 +402,7 @@ def _c2d_resnet(
         stem_temporal_stride=stem_temporal_stride,
         dropout=dropout,
         zero_init_residual=zero_init_residual,
+        base_width=base_width,
     )
 
 
@@ -407,6 +415,7 @@ def _tsm_resnet(
     stem_temporal_stride: int = 4,
     dropout: float = 0.5,
     zero_init_residual: bool = True,
+    base_width: int = 64,
     shift_div: int = 8,
 ) -> ResNet3d:
     block, layers = _DEPTHS[depth]
@@ -420,6 +429,7 @@ def _tsm_resnet(
         stem_temporal_stride=stem_temporal_stride,
         dropout=dropout,
         zero_init_residual=zero_init_residual,
+        base_width=base_width,
         shift_div=shift_div,
     )
 
