@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import yaml
 
@@ -65,6 +68,80 @@ def _check_data(args: argparse.Namespace) -> int:
         for error in errors:
             print(f"  {error}")
     return 1 if unreadable else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import signal
+
+    from sifa.engine import load_config, train
+
+    config = load_config(args.config, args.switches)
+    result = train(config, resume=args.resume_from or args.resume)
+    if result.interrupted:
+        print(f"stopped by {signal.Signals(result.interrupted).name}: resume with --resume")
+        return 128 + result.interrupted
+    best = f"{100 * result.best_top1:.2f}%" if result.best_top1 is not None else "n/a"
+    print(f"done: {result.updates} updates, best validation top-1 {best}, in {result.output_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from sifa.engine import evaluate_checkpoint, load_config
+    from sifa.engine.checkpoint import resolve_checkpoint
+
+    config = load_config(args.config, args.switches)
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    out = Path(args.out) if args.out else checkpoint.parent.parent / "eval"
+    report = evaluate_checkpoint(checkpoint, config, out, split=args.split)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"{report['split']}: {report['num_videos']} videos, {report['views']} views each: "
+            f"top-1 {100 * report['top1']:.2f}%, top-5 {100 * report['top5']:.2f}%, "
+            f"mean class accuracy {100 * report['mean_class_accuracy']:.2f}%\n"
+            f"report, confusion matrix and scores in {out}/"
+        )
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from sifa.data.decoding import VideoError
+    from sifa.engine.predict import Predictor
+
+    predictor = Predictor(args.checkpoint, device=args.device, backend=args.backend)
+    results, failed = [], 0
+    for video in args.videos:
+        try:
+            results.append(
+                predictor.predict(video, topk=args.topk, window_seconds=args.window_seconds)
+            )
+        except (VideoError, ValueError) as error:
+            failed += 1
+            results.append({"video": video, "error": str(error)})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            print(_format_prediction(result))
+    return 1 if failed else 0
+
+
+def _format_prediction(result: dict) -> str:
+    if "error" in result:
+        return f"{result['video']}: error: {result['error']}"
+    top = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top"])
+    lines = [f"{result['video']}: {top}"]
+    for window in result.get("windows", []):
+        best = window["top"][0]
+        lines.append(
+            f"  {window['start_s']:8.2f}-{window['end_s']:.2f} s: {best['label']} "
+            f"{best['score']:.3f}"
+        )
+    return "\n".join(lines)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from sifa.engine.demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs, progress=not args.quiet)
 
 
 def _make_synthetic(args: argparse.Namespace) -> None:
@@ -163,6 +240,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flops.set_defaults(run=_flops)
 
+    train = commands.add_parser(
+        "train",
+        help="train a model (torchrun for several processes)",
+        description="Train with a YAML config merged onto the defaults; key=value arguments "
+        "override it (e.g. optim.lr=0.01 data.batch_size=4). Ctrl-C or SIGTERM save a "
+        "checkpoint and stop; --resume continues from it.",
+    )
+    train.add_argument("config", help="YAML config (see configs/)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last"
+    )
+    train.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint")
+    train.add_argument("switches", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="multi-view evaluation of a checkpoint",
+        description="Score data.<split> with data.test_clips x data.test_crops views per "
+        "video (softmaxes averaged); print top-1, top-5 and mean class accuracy; write the "
+        "report (JSON), the confusion matrix (PNG) and the scores (NPZ).",
+    )
+    evaluate.add_argument("config", help="YAML config giving the data and the test views")
+    evaluate.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
+    evaluate.add_argument("--split", default="val", choices=("val", "train"))
+    evaluate.add_argument("--out", help="output folder (default: RUN/eval)")
+    evaluate.add_argument("switches", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    evaluate.set_defaults(run=_eval)
+
+    predict = commands.add_parser(
+        "predict", help="top-k classes of videos, whole or in sliding windows"
+    )
+    predict.add_argument("videos", nargs="+", help="video files")
+    predict.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
+    predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument(
+        "--window-seconds", type=float, help="score consecutive windows of this length"
+    )
+    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    predict.add_argument("--backend", default="pyav", choices=("pyav", "decord"))
+    predict.set_defaults(run=_predict)
+
+    demo = commands.add_parser(
+        "demo",
+        help="train SIFA-Net, C2D and TSM on the synthetic motion-order task (CPU, minutes)",
+    )
+    demo.add_argument("--out", default="runs/demo", help="output folder")
+    demo.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=_demo)
+
     check = commands.add_parser(
         "check-data",
         help="list the unreadable videos of a dataset",
@@ -191,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         "folder made with the same settings is reused.",
     )
     synthetic.add_argument("--out", required=True, help="output folder")
-    synthetic.add_argument("--videos-per-class", type=int, default=40, help="training videos")
-    synthetic.add_argument("--val-videos-per-class", type=int, default=10)
+    synthetic.add_argument("--videos-per-class", type=int, default=100, help="training videos")
+    synthetic.add_argument("--val-videos-per-class", type=int, default=25)
     synthetic.add_argument("--size", type=int, default=64, help="frame height and width (even)")
     synthetic.add_argument("--frames", type=int, default=16, help="frames per clip (multiple of 8)")
     synthetic.add_argument("--fps", type=int, default=8)
@@ -242,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     parser = build_parser()
     # KEY=VALUE switches may come before or after the options: argparse leaves the later ones
     # over, so collect them here.
@@ -251,9 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.switches = [*args.switches, *extra]
+    from sifa.data.decoding import VideoError
+
     try:
         return args.run(args) or 0
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, VideoError) as error:
         print(f"sifa {args.command}: error: {error}", file=sys.stderr)
         return 2
 

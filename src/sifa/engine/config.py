@@ -1,0 +1,220 @@
+"""Training configuration: typed defaults merged with YAML files and ``key=value`` overrides.
+
+The schema is a tree of dataclasses; OmegaConf merges a YAML file and command-line overrides
+onto it, checks types, and refuses keys the schema does not have (the error names the key).
+Values are then checked against their allowed choices and ranges here.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sifa.data.annotations import FORMATS, DatasetSpec
+from sifa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and the key."""
+
+
+@dataclass
+class DatasetConfig:
+    """Where one split lives (see :class:`sifa.data.DatasetSpec`)."""
+
+    format: str = "video_list"
+    root: str = "???"
+    annotations: str | None = None
+    labels: str | None = None
+    backend: str = "pyav"
+    frame_template: str = "img_{:05d}.jpg"
+    frame_start_index: int = 1
+
+
+@dataclass
+class DataConfig:
+    train: DatasetConfig | None = None
+    val: DatasetConfig | None = None
+    clip_len: int = 16  # frames per clip
+    frame_interval: int = 1  # step between sampled frames
+    short_video: str = "loop"  # "loop" or "pad" for videos shorter than a clip
+    # Training clips.
+    train_size: int = 224
+    train_crop: str = "random_resized"  # or "center": short side to train_size, centre crop
+    scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    flip: bool = True  # False where left and right matter (Something-Something)
+    color_jitter: list[float] | None = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # Test views (sifa eval, sifa predict): clips x crops per video.
+    test_short_side: int = 256
+    test_crop_size: int = 256
+    test_clips: int = 10
+    test_crops: int = 3
+    # Validation during training: cheaper views.
+    val_clips: int = 1
+    val_crops: int = 1
+    batch_size: int = 8  # clips per process and step
+    val_batch_size: int = 4  # videos per process and step (each with all its views)
+    num_workers: int = 4
+    on_error: str = "skip"  # "skip" unreadable videos (counted, logged once) or "raise"
+    cache_videos: bool = False  # keep decoded videos in memory (small datasets only)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "sifa_resnet50"
+    switches: dict[str, Any] = field(default_factory=dict)  # keyword switches of create_model
+    pretrained: str | None = None  # ImageNet 2D ResNet checkpoint to inflate
+    sync_batchnorm: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # "sgd" or "adamw"
+    lr: float = 0.04  # peak learning rate for the whole update (all processes, accumulation)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    epochs: int = 64
+    warmup_epochs: float = 1.0
+    warmup_start_factor: float = 0.01  # warm-up starts at lr * this
+    min_lr: float = 0.0  # end of the cosine
+    clip_grad_norm: float | None = 40.0
+    accumulate: int = 1  # micro-batches per update
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    output_dir: str = "runs/default"
+    seed: int = 0
+    precision: str = "fp32"  # "fp32", "fp16" (CUDA) or "bf16"
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    eval_every: int = 1  # epochs between validations (0: never)
+    log_every: int = 20  # updates between metric log lines
+    tensorboard: bool = True
+    progress: bool = True  # progress bars
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+
+
+_CHOICES = {
+    "data.short_video": ("loop", "pad"),
+    "data.train_crop": ("random_resized", "center"),
+    "data.on_error": ("skip", "raise"),
+    "data.test_crops": (1, 3),
+    "data.val_crops": (1, 3),
+    "optim.name": ("sgd", "adamw"),
+    "precision": ("fp32", "fp16", "bf16"),
+    "device": ("auto", "cpu", "cuda"),
+}
+_AT_LEAST = {
+    "data.clip_len": 1,
+    "data.frame_interval": 1,
+    "data.train_size": 1,
+    "data.test_short_side": 1,
+    "data.test_crop_size": 1,
+    "data.test_clips": 1,
+    "data.val_clips": 1,
+    "data.batch_size": 1,
+    "data.val_batch_size": 1,
+    "data.num_workers": 0,
+    "optim.epochs": 1,
+    "optim.accumulate": 1,
+    "optim.lr": 0,
+    "optim.warmup_epochs": 0,
+    "optim.min_lr": 0,
+    "optim.weight_decay": 0,
+    "eval_every": 0,
+    "log_every": 1,
+}
+
+
+def _get(config: DictConfig, key: str):
+    return OmegaConf.select(config, key)
+
+
+def validate(config: DictConfig, source: str = "config") -> None:
+    """Check choices and ranges the types alone do not catch."""
+    for key, choices in _CHOICES.items():
+        if _get(config, key) not in choices:
+            raise ConfigError(
+                f"{source}: {key} must be one of {choices}, got {_get(config, key)!r}"
+            )
+    for key, minimum in _AT_LEAST.items():
+        value = _get(config, key)
+        if not math.isfinite(value) or value < minimum:
+            raise ConfigError(f"{source}: {key} must be >= {minimum}, got {value!r}")
+    if not 0 <= config.optim.label_smoothing < 1:
+        raise ConfigError(f"{source}: optim.label_smoothing must be in [0, 1)")
+    if config.data.test_crop_size > config.data.test_short_side:
+        raise ConfigError(f"{source}: data.test_crop_size must be <= data.test_short_side")
+    for split in ("train", "val"):
+        dataset = config.data[split]
+        if dataset is not None and dataset.format not in FORMATS:
+            raise ConfigError(
+                f"{source}: data.{split}.format must be one of {FORMATS}, got {dataset.format!r}"
+            )
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides; validated."""
+    source = str(path) if path else "config"
+    try:
+        config = OmegaConf.structured(TrainConfig)
+        if path is not None:
+            if not Path(path).is_file():
+                raise ConfigError(f"config file not found: {path}")
+            config = OmegaConf.merge(config, OmegaConf.load(path))
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"overrides must be key=value, got {bad[0]!r}")
+            config = OmegaConf.merge(config, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None
+    validate(config, source)
+    if config.data.train is not None and OmegaConf.is_missing(config.data.train, "root"):
+        raise ConfigError(f"{source}: data.train.root is required")
+    return config
+
+
+def _describe(error: OmegaConfBaseException) -> str:
+    """OmegaConf's message in one line, naming the full key."""
+    message = str(error).splitlines()[0]
+    key = getattr(error, "full_key", None)
+    if key and key not in message:
+        message = f"{key}: {message}"
+    return message
+
+
+def dataset_spec(config: DictConfig, split: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` of ``data.<split>``."""
+    dataset = config.data[split]
+    if dataset is None:
+        raise ConfigError(f"the config has no data.{split} dataset")
+    if OmegaConf.is_missing(dataset, "root"):
+        raise ConfigError(f"data.{split}.root is required")
+    fields = {f.name for f in dataclasses.fields(DatasetSpec)}
+    return DatasetSpec(**{k: v for k, v in OmegaConf.to_container(dataset).items() if k in fields})
+
+
+def to_yaml(config: DictConfig) -> str:
+    return OmegaConf.to_yaml(config)
+
+
+def from_yaml(text: str) -> DictConfig:
+    """A config stored in a checkpoint, merged onto today's defaults (new keys get defaults)."""
+    return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(text))

@@ -1,0 +1,89 @@
+"""``sifa predict``: class scores for videos, whole or in sliding windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sifa.data.decoding import open_video
+from sifa.data.sampling import DenseSampler
+from sifa.data.transforms import eval_transform
+from sifa.engine import distributed
+from sifa.engine.checkpoint import load_model
+
+
+class Predictor:
+    """A trained model with the clip sampling and test views of its training config.
+
+    Each clip (``data.clip_len`` frames, ``data.frame_interval`` apart) is viewed with
+    ``data.test_crops`` crops of ``data.test_crop_size`` after resizing the short side to
+    ``data.test_short_side``; the softmaxes of all views are averaged.
+    """
+
+    def __init__(self, checkpoint: str | Path, *, device: str = "auto", backend: str = "pyav"):
+        self.device = distributed.setup(device).device
+        self.model, self.config, self.class_names = load_model(checkpoint, self.device)
+        data = self.config.data
+        self.transform = eval_transform(
+            short_side=data.test_short_side,
+            crop_size=data.test_crop_size,
+            crops=data.test_crops,
+            mean=tuple(data.mean),
+            std=tuple(data.std),
+        )
+        self.backend = backend
+
+    def _sampler(self, clips: int) -> DenseSampler:
+        data = self.config.data
+        return DenseSampler(
+            data.clip_len, data.frame_interval, num_clips=clips, short_video=data.short_video
+        )
+
+    @torch.no_grad()
+    def _probabilities(self, reader, first: int, count: int, clips: int) -> torch.Tensor:
+        """Average class probabilities of ``clips`` clips within frames ``[first, first+count)``."""
+        indices = self._sampler(clips)(count) + first
+        frames = reader.read(indices.reshape(-1))
+        views = []
+        for clip in frames.view(*indices.shape, *frames.shape[1:]):
+            view = self.transform(clip)
+            views.append(view if view.dim() == 5 else view.unsqueeze(0))
+        logits = self.model(torch.cat(views).to(self.device))
+        return logits.float().softmax(-1).mean(0).cpu()
+
+    def _top(self, probabilities: torch.Tensor, k: int) -> list[dict]:
+        scores, labels = probabilities.topk(min(k, len(self.class_names)))
+        return [
+            {"label": self.class_names[i], "score": round(float(s), 6)}
+            for s, i in zip(scores, labels, strict=True)
+        ]
+
+    def predict(self, video: str | Path, *, topk: int = 5, window_seconds: float | None = None):
+        """``{"video", "frames", "fps", "top": [{"label", "score"}], "windows": [...]}``; with
+        ``window_seconds``, consecutive windows of that length are scored one by one (one clip
+        each) and ``top`` is their average."""
+        with open_video(video, self.backend) as reader:
+            info = reader.info
+            result = {"video": str(video), "frames": info.num_frames, "fps": info.fps}
+            if not window_seconds:
+                probabilities = self._probabilities(
+                    reader, 0, info.num_frames, self.config.data.test_clips
+                )
+                return {**result, "top": self._top(probabilities, topk)}
+            if not info.fps:
+                raise ValueError(f"{video}: no frame rate, so --window-seconds cannot apply")
+            length = max(1, round(window_seconds * info.fps))
+            windows, total = [], torch.zeros(len(self.class_names))
+            for first in range(0, info.num_frames, length):
+                count = min(length, info.num_frames - first)
+                probabilities = self._probabilities(reader, first, count, 1)
+                total += probabilities
+                windows.append(
+                    {
+                        "start_s": round(first / info.fps, 3),
+                        "end_s": round((first + count) / info.fps, 3),
+                        "top": self._top(probabilities, topk),
+                    }
+                )
+        return {**result, "top": self._top(total / len(windows), topk), "windows": windows}

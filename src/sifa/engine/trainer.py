@@ -1,0 +1,424 @@
+"""The training loop: ``sifa train``.
+
+One update = ``optim.accumulate`` micro-batches on every process; the learning rate follows the
+warm-up + cosine schedule per update. Every epoch ends with an optional validation (a single
+cheap view per video unless configured otherwise), a line in ``metrics.jsonl`` and TensorBoard,
+and the ``last`` checkpoint; a better validation top-1 also writes ``best``. Ctrl-C or SIGTERM
+finish the current update, write ``last`` (with the position inside the epoch) and stop;
+``resume`` continues from it with the same schedule and the same remaining batch order. Only
+the main process writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from sifa.data.loader import make_loader, set_epoch
+from sifa.engine import distributed
+from sifa.engine.builders import (
+    autocast_for,
+    build_eval_set,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    build_train_set,
+    updates_per_epoch,
+)
+from sifa.engine.checkpoint import (
+    load_training_state,
+    load_weights,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from sifa.engine.config import ConfigError, to_yaml
+from sifa.engine.evaluate import score_videos
+from sifa.engine.metrics import topk_accuracy
+from sifa.models import classification_loss
+
+logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    history: list[dict] = field(default_factory=list)  # one record per finished epoch
+    best_top1: float | None = None
+    updates: int = 0
+    interrupted: int | None = None  # the signal that stopped the run; 0: stop_after_updates
+
+
+class _StopRequest:
+    """Remembers a Ctrl-C or SIGTERM instead of dying mid-update; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, number, frame) -> None:
+        if self.signal is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = number
+        name = signal.Signals(number).name
+        logger.warning("%s: finishing this update, saving a checkpoint, stopping", name)
+
+    def __enter__(self) -> _StopRequest:
+        with contextlib.suppress(ValueError):  # not the main thread: signals cannot be caught
+            for number in STOP_SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class _MetricsLog:
+    """``metrics.jsonl`` lines and TensorBoard scalars, written by the main process only.
+
+    Starting at update ``start`` (a resumed run) drops what an earlier run logged after that
+    update, so that the logs read as one uninterrupted run; a fresh run (``start`` 0) starts
+    empty."""
+
+    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool, start: int) -> None:
+        self.enabled = enabled
+        self.path = output_dir / "metrics.jsonl"
+        self.writer = None
+        if not enabled:
+            return
+        output_dir.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if start and self.path.is_file():
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if json.loads(line).get("update", 0) <= start]
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                logger.warning("tensorboard is not installed: only metrics.jsonl is written")
+            else:
+                self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start + 1)
+
+    def write(self, record: dict, step: int) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            kind = record["type"]
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "update"):
+                    self.writer.add_scalar(f"{kind}/{key}", value, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class Trainer:
+    """A training run of ``config``; :meth:`fit` trains (or resumes) it to the end."""
+
+    def __init__(self, config: DictConfig, *, resume: str | Path | bool | None = None) -> None:
+        self.config = config
+        self.group = distributed.setup(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.output_dir = Path(config.output_dir)
+        self.checkpoints = self.output_dir / "checkpoints"
+        if config.data.train is None:
+            raise ConfigError("the config has no data.train dataset to train on")
+        torch.manual_seed(config.seed + self.group.rank)
+
+        self.train_set = build_train_set(config, seed=config.seed)
+        self.class_names = self.train_set.class_names
+        self.val_set = None
+        if config.data.val is not None and config.eval_every:
+            self.val_set = build_eval_set(
+                config,
+                "val",
+                clips=config.data.val_clips,
+                crops=config.data.val_crops,
+                class_names=self.class_names,
+            )
+        self.loader = make_loader(
+            self.train_set,
+            batch_size=config.data.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            num_workers=config.data.num_workers,
+            drop_last=True,
+            num_replicas=self.group.world_size,
+            rank=self.group.rank,
+        )
+        if len(self.loader) == 0:
+            raise ConfigError(
+                f"data.batch_size={config.data.batch_size} x {self.group.world_size} processes is "
+                f"more than the {len(self.train_set)} training videos"
+            )
+
+        model = build_model(config, len(self.class_names))
+        if config.model.sync_batchnorm and self.group.enabled:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(self.group.device)
+        self.optimizer = build_optimizer(config, model)
+        self.updates_per_epoch = updates_per_epoch(len(self.loader), config.optim.accumulate)
+        self.scheduler = build_scheduler(config, self.optimizer, self.updates_per_epoch)
+        use_scaler = config.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(self.group.device.type) if use_scaler else None
+        autocast_for(config.precision, self.group.device)  # refuse fp16 without CUDA now
+        self.model = model
+        if self.group.enabled:
+            on_gpu = self.group.device.type == "cuda"
+            ids = [self.group.local_rank] if on_gpu else None
+            self.model = DistributedDataParallel(model, device_ids=ids)
+        self.epoch, self.next_batch, self.update = 0, 0, 0
+        self.best_top1: float | None = None
+        self.history: list[dict] = []
+        self.epoch_sums = [0.0, 0.0, 0.0]  # loss * clips, correct, clips of the epoch so far
+        if resume:
+            self._restore(self.checkpoints / "last" if resume is True else Path(resume))
+        elif (self.checkpoints / "last.safetensors").exists():
+            raise ConfigError(
+                f"output_dir {self.output_dir} already holds a run: continue it with --resume, "
+                "or give another output_dir (or remove the folder) to start again"
+            )
+        self.log = _MetricsLog(
+            self.output_dir, self.group.is_main, config.tensorboard, start=self.update
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _training_state(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "next_batch": self.next_batch,
+            "best_top1": self.best_top1,
+            "history": json.dumps(self.history),
+            "epoch_sums": list(self.epoch_sums),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rng_state(),
+            "world_size": self.group.world_size,
+        }
+
+    def _save(self, name: str, *, with_state: bool) -> None:
+        if not self.group.is_main:
+            return
+        save_checkpoint(
+            self.checkpoints,
+            name,
+            _unwrap(self.model),
+            config_yaml=to_yaml(self.config),
+            class_names=self.class_names,
+            update=self.update,
+            training_state=self._training_state() if with_state else None,
+        )
+
+    def _restore(self, checkpoint: Path) -> None:
+        path = resolve_checkpoint(checkpoint)
+        state = load_training_state(path)
+        weights, metadata = load_weights(path)
+        if json.loads(metadata["class_names"]) != self.class_names:
+            raise ConfigError(f"{path} was trained on other classes than data.train has")
+        if state["world_size"] != self.group.world_size:
+            raise ConfigError(
+                f"{path} was written by {state['world_size']} processes, this run has "
+                f"{self.group.world_size}: the batch order would differ"
+            )
+        _unwrap(self.model).load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.next_batch = state["epoch"], state["next_batch"]
+        self.update, self.best_top1 = state["update"], state["best_top1"]
+        self.history = json.loads(state["history"])
+        self.epoch_sums = list(state["epoch_sums"])
+        logger.info("resumed %s at epoch %d, batch %d", path, self.epoch + 1, self.next_batch)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def fit(self, *, stop_after_updates: int | None = None) -> TrainResult:
+        """Train to ``optim.epochs``; ``stop_after_updates`` stops (and saves) early, as a signal
+        would."""
+        result = TrainResult(self.output_dir)
+        if self.group.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(to_yaml(self.config))
+        try:
+            with _StopRequest() as stop:
+                while self.epoch < self.config.optim.epochs:
+                    stopped = self._train_epoch(stop, stop_after_updates)
+                    if stopped is not None:
+                        result.interrupted = stopped
+                        break
+                    self._finish_epoch()
+        finally:
+            self.log.close()
+        result.history, result.best_top1, result.updates = (
+            self.history,
+            self.best_top1,
+            self.update,
+        )
+        return result
+
+    def _train_epoch(self, stop: _StopRequest, stop_after: int | None) -> int | None:
+        """One epoch from ``self.next_batch``; the stop signal's number if it stopped early."""
+        config = self.config
+        accumulate = config.optim.accumulate
+        set_epoch(self.loader, self.epoch)
+        self.loader.sampler.set_start(self.next_batch * config.data.batch_size)
+        batches = len(self.loader) + self.next_batch  # the whole epoch's micro-batches
+        self.model.train()
+        bar = tqdm(
+            total=batches,
+            initial=self.next_batch,
+            desc=f"epoch {self.epoch + 1}/{config.optim.epochs}",
+            unit="batch",
+            disable=not (config.progress and self.group.is_main),
+        )
+        window = [0.0, 0, time.perf_counter()]  # loss sum, clips, start of the log window
+        for batch, (clips, labels) in enumerate(self.loader, start=self.next_batch):
+            clips = clips.to(self.group.device, non_blocking=True)
+            labels = labels.to(self.group.device, non_blocking=True)
+            last_micro = (batch + 1) % accumulate == 0 or batch + 1 == batches
+            # Gradients are averaged across processes only on the update's last micro-batch.
+            quiet = self.group.enabled and not last_micro
+            with self.model.no_sync() if quiet else contextlib.nullcontext():
+                with autocast_for(config.precision, self.group.device):
+                    output = self.model(clips)
+                    loss = classification_loss(
+                        output, labels, label_smoothing=config.optim.label_smoothing
+                    )
+                scaled = loss / accumulate
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            main_logits = output[0] if isinstance(output, tuple) else output
+            size, value = labels.numel(), loss.item()
+            correct = (main_logits.argmax(-1) == labels).sum().item()
+            self.epoch_sums = [
+                a + b for a, b in zip(self.epoch_sums, (value * size, correct, size), strict=True)
+            ]
+            window[0] += value * size
+            window[1] += size
+            self.next_batch = batch + 1
+            bar.update()
+            if not last_micro:
+                continue
+            self._step()
+            lr = self.scheduler.get_last_lr()[0]
+            if self.update % config.log_every == 0:
+                elapsed = time.perf_counter() - window[2]
+                rate = window[1] * self.group.world_size / max(elapsed, 1e-9)
+                record = {"type": "train", "epoch": self.epoch + 1, "update": self.update,
+                          "loss": window[0] / window[1], "lr": lr, "clips_per_s": rate}  # fmt: skip
+                self.log.write(record, self.update)
+                if not config.progress and self.group.is_main:
+                    print(json.dumps(record), flush=True)
+                window = [0.0, 0, time.perf_counter()]
+            rate = (bar.format_dict.get("rate") or 0) * config.data.batch_size
+            bar.set_postfix(
+                loss=f"{loss.item():.3f}",
+                lr=f"{lr:.2e}",
+                clips_s=f"{rate * self.group.world_size:.1f}",
+                refresh=False,
+            )
+            requested = stop.signal is not None
+            requested |= stop_after is not None and self.update >= stop_after
+            if distributed.any_process(self.group, requested):
+                bar.close()
+                self._save("last", with_state=True)
+                return stop.signal or 0
+        bar.close()
+        return None
+
+    def _step(self) -> None:
+        clip = self.config.optim.clip_grad_norm
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.update += 1
+
+    def _finish_epoch(self) -> None:
+        config = self.config
+        loss_sum, correct, clips = distributed.sum_over_processes(self.group, *self.epoch_sums)
+        skipped = int(distributed.sum_over_processes(self.group, self.train_set.skip_count)[0])
+        self.train_set.reset_skips()
+        record = {
+            "type": "epoch",
+            "epoch": self.epoch + 1,
+            "update": self.update,
+            "train_loss": loss_sum / max(clips, 1),
+            "train_top1": correct / max(clips, 1),
+            "lr": self.scheduler.get_last_lr()[0],
+            "unreadable_replaced": skipped,
+        }
+        last_epoch = self.epoch + 1 == config.optim.epochs
+        if self.val_set is not None and ((self.epoch + 1) % config.eval_every == 0 or last_epoch):
+            scores, labels = score_videos(
+                self.model,
+                self.val_set,
+                self.group,
+                batch_size=config.data.val_batch_size,
+                num_workers=config.data.num_workers,
+                precision=config.precision,
+            )
+            top = topk_accuracy(scores, labels, ks=(1, 5))
+            record.update(val_top1=top[1], val_top5=top[5])
+        self.history.append(record)
+        self.log.write(record, self.update)
+        if self.group.is_main:
+            summary = ", ".join(
+                f"{k} {v:.4g}" for k, v in record.items() if k not in ("type", "epoch", "update")
+            )
+            print(f"epoch {self.epoch + 1}/{config.optim.epochs}: {summary}", flush=True)
+            if skipped:
+                logger.warning("epoch %d: %d unreadable videos replaced", self.epoch + 1, skipped)
+        improved = "val_top1" in record and (
+            self.best_top1 is None or record["val_top1"] > self.best_top1
+        )
+        if improved:
+            self.best_top1 = record["val_top1"]
+        self.epoch, self.next_batch, self.epoch_sums = self.epoch + 1, 0, [0.0, 0.0, 0.0]
+        self._save("last", with_state=True)
+        if improved:
+            self._save("best", with_state=False)
+
+
+def train(
+    config: DictConfig,
+    *,
+    resume: str | Path | bool | None = None,
+    stop_after_updates: int | None = None,
+) -> TrainResult:
+    """Train ``config`` (see :class:`Trainer`)."""
+    return Trainer(config, resume=resume).fit(stop_after_updates=stop_after_updates)

