@@ -189,6 +189,60 @@ def _benchmark_models(args: argparse.Namespace) -> None:
     print(format_benchmark(results, setting))
 
 
+def _benchmark_op(args: argparse.Namespace) -> None:
+    from sifa.ops import backend_report
+    from sifa.tools.op_benchmark import SHAPES, as_dicts, benchmark_op, format_op_benchmark
+
+    available = [r["backend"] for r in backend_report() if r["available"]]
+    backends = args.backends or available
+    missing = [b for b in backends if b not in available]
+    if missing:
+        raise ValueError(f"backend {missing[0]!r} is not available here (see: sifa backends)")
+    if "reference" not in backends:
+        backends = ["reference", *backends]
+    results = benchmark_op(
+        backends=backends,
+        shapes=tuple(args.shapes) if args.shapes else SHAPES,
+        batch=args.batch,
+        frames=args.frames,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        threads=args.threads,
+        memory=not args.no_memory,
+    )
+    if args.json:
+        print(json.dumps(as_dicts(results), indent=2))
+        return
+    setting = (
+        f"CPU, {args.threads} threads, float32, {args.batch} clips x {args.frames} frames (the "
+        f"operator sees {args.batch * (args.frames - 1)} frame pairs, k=3), median of "
+        f"{args.repeats} after {args.warmup} warm-up"
+    )
+    print(format_op_benchmark(results, setting))
+
+
+def _channels_by_size(text: str) -> tuple[int, int]:
+    try:
+        channels, size = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CxS such as 128x28, got {text!r}") from None
+    if channels < 1 or size < 1:
+        raise argparse.ArgumentTypeError(f"channels and size must be positive, got {text!r}")
+    return channels, size
+
+
+def _backends(args: argparse.Namespace) -> None:
+    from sifa.ops import backend_report
+
+    rows = backend_report()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "available" if row["available"] else f"unavailable: {row['reason']}"
+        print(f"{row['backend']:<10} {row['devices']:<5} {state}")
+
+
 def _benchmark_data(args: argparse.Namespace) -> None:
     from sifa.tools.loading_benchmark import benchmark_loading, format_loading
 
@@ -289,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars: a line per epoch")
     demo.set_defaults(run=_demo)
 
     check = commands.add_parser(
@@ -330,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--quiet", action="store_true", help="no progress bar")
     synthetic.set_defaults(run=_make_synthetic)
 
+    backends = commands.add_parser(
+        "backends",
+        help="the SIFA operator's backends and why one is unavailable",
+        description="List the operator's backends; builds the fused CPU kernel if it is not "
+        "built yet, to find out whether it can run here.",
+    )
+    backends.add_argument("--json", action="store_true")
+    backends.set_defaults(run=_backends)
+
     benchmark = commands.add_parser("benchmark", help="side-by-side speed and memory")
     targets = benchmark.add_subparsers(dest="target", required=True, metavar="TARGET")
     models_bench = targets.add_parser(
@@ -349,6 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
     models_bench.add_argument("--threads", type=int, default=None, help="torch threads")
     models_bench.add_argument("--json", action="store_true")
     models_bench.set_defaults(run=_benchmark_models)
+
+    op_bench = targets.add_parser(
+        "op", help="the operator's backends against the reference and a 1x3x3 conv, on the CPU"
+    )
+    op_bench.add_argument(
+        "--backends", nargs="+", choices=("reference", "cpu"),
+        help="backends to time (default: every available one)",
+    )  # fmt: skip
+    op_bench.add_argument(
+        "--shapes", nargs="+", type=_channels_by_size, metavar="CxS",
+        help="channels x height (= width), e.g. 128x28 (default: 64x56 128x28 256x14 512x7)",
+    )  # fmt: skip
+    op_bench.add_argument("--batch", type=int, default=8, help="clips")
+    op_bench.add_argument("--frames", type=int, default=4, help="frames per clip (time steps)")
+    op_bench.add_argument("--warmup", type=int, default=2)
+    op_bench.add_argument("--repeats", type=int, default=5)
+    op_bench.add_argument("--threads", type=int, default=2, help="torch threads")
+    op_bench.add_argument("--no-memory", action="store_true", help="skip the memory processes")
+    op_bench.add_argument("--json", action="store_true")
+    op_bench.set_defaults(run=_benchmark_op)
 
     data_bench = targets.add_parser(
         "data", help="clips per second of the data pipeline per decoder and worker count"

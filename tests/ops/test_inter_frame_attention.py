@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from sifa.ops import inter_frame_attention
+from sifa.ops import BACKENDS, inter_frame_attention
 
 from loop_reference import regular_window_attention, slow_inter_frame_attention
 
@@ -61,40 +62,50 @@ def slow(query, key, offset, switches):
     return slow_inter_frame_attention(query, key, offset, **args)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_matches_loop_reference_float64(case):
+def test_matches_loop_reference_float64(backend, case):
+    attention = partial(inter_frame_attention, backend=backend)
     shape, switches = CASES[case]
     query, key, offset = make_inputs(**shape)
     expected = slow(query, key, offset, switches)
-    actual = inter_frame_attention(query, key, offset, **switches)
+    actual = attention(query, key, offset, **switches)
     assert actual.shape == query.shape and actual.dtype == F64
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10)
 
 
-def test_integer_offsets_sample_whole_pixels():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integer_offsets_sample_whole_pixels(backend):
+    attention = partial(inter_frame_attention, backend=backend)
     query, key, offset = make_inputs()
     offset = offset.round()
     torch.testing.assert_close(
-        inter_frame_attention(query, key, offset), slow(query, key, offset, {}), rtol=0, atol=1e-10
+        attention(query, key, offset), slow(query, key, offset, {}), rtol=0, atol=1e-10
     )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dilation", [1, 2])
-def test_zero_offsets_equal_regular_window(dilation):
+def test_zero_offsets_equal_regular_window(backend, dilation):
+    attention = partial(inter_frame_attention, backend=backend)
     query, key, _ = make_inputs(height=6, width=7)
     offset = torch.zeros(2, 18, 6, 7, dtype=F64)
     expected = regular_window_attention(query, key, dilation=dilation)
-    actual = inter_frame_attention(query, key, offset, dilation=dilation)
+    actual = attention(query, key, offset, dilation=dilation)
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
 
 
-def test_offsets_fully_outside_give_zero():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_offsets_fully_outside_give_zero(backend):
+    attention = partial(inter_frame_attention, backend=backend)
     query, key, offset = make_inputs()
     offset = torch.full_like(offset, 100.0)
-    assert torch.count_nonzero(inter_frame_attention(query, key, offset)) == 0
+    assert torch.count_nonzero(attention(query, key, offset)) == 0
 
 
-def test_non_contiguous_inputs():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_inputs(backend):
+    attention = partial(inter_frame_attention, backend=backend)
     gen = torch.Generator().manual_seed(3)
     # Channels-last storage, a transposed spatial view and a strided slice.
     query = torch.randn(2, 5, 6, 4, generator=gen, dtype=F64).permute(0, 3, 1, 2)
@@ -102,7 +113,7 @@ def test_non_contiguous_inputs():
     key = key.contiguous(memory_format=torch.channels_last)
     offset = torch.randn(2, 18, 6, 5, generator=gen, dtype=F64).transpose(2, 3) * 1.3
     assert not (query.is_contiguous() or key.is_contiguous() or offset.is_contiguous())
-    actual = inter_frame_attention(query, key, offset, groups=2, normalize="softmax")
+    actual = attention(query, key, offset, groups=2, normalize="softmax")
     expected = slow(
         query.contiguous(),
         key.contiguous(),
@@ -112,23 +123,25 @@ def test_non_contiguous_inputs():
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10)
 
 
-def test_empty_batch():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch(backend):
+    attention = partial(inter_frame_attention, backend=backend)
     query, key, offset = make_inputs(batch=0)
-    assert inter_frame_attention(query, key, offset).shape == (0, 4, 4, 5)
+    assert attention(query, key, offset).shape == (0, 4, 4, 5)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     "dtype, atol", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2), (torch.float16, 1e-2)]
 )
-def test_lower_precision_close_to_float64(dtype, atol):
+def test_lower_precision_close_to_float64(backend, dtype, atol):
+    attention = partial(inter_frame_attention, backend=backend)
     query, key, offset = make_inputs(height=5, width=6)
-    expected = inter_frame_attention(query, key, offset, normalize="softmax")
-    actual = inter_frame_attention(
-        query.to(dtype), key.to(dtype), offset.to(dtype), normalize="softmax"
-    )
+    expected = attention(query, key, offset, normalize="softmax")
+    actual = attention(query.to(dtype), key.to(dtype), offset.to(dtype), normalize="softmax")
     assert actual.dtype == dtype
     # Inputs are rounded to the dtype first, so compare against float64 on the rounded inputs.
-    rounded = inter_frame_attention(
+    rounded = attention(
         query.to(dtype).double(),
         key.to(dtype).double(),
         offset.to(dtype).double(),
@@ -154,42 +167,45 @@ GRAD_CASES = [
 ]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", GRAD_CASES)
-def test_gradcheck_float64(case):
+def test_gradcheck_float64(backend, case):
+    attention = partial(inter_frame_attention, backend=backend)
     shape, switches = CASES[case]
     shape = dict(shape, batch=1, height=min(shape.get("height", 3), 3), width=4)
     inputs = tuple(t.requires_grad_() for t in make_inputs(**shape))
-    assert torch.autograd.gradcheck(
-        lambda q, k, o: inter_frame_attention(q, k, o, **switches), inputs
-    )
+    assert torch.autograd.gradcheck(lambda q, k, o: attention(q, k, o, **switches), inputs)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["default", "softmax_groups2_dilation2", "far_outside"])
-def test_gradients_match_loop_reference(case):
+def test_gradients_match_loop_reference(backend, case):
+    attention = partial(inter_frame_attention, backend=backend)
     shape, switches = CASES[case]
     inputs = [t.requires_grad_() for t in make_inputs(**dict(shape, batch=1))]
     grad_out = torch.randn(inputs[0].shape, dtype=F64)
-    fast = torch.autograd.grad(inter_frame_attention(*inputs, **switches), inputs, grad_out)
+    fast = torch.autograd.grad(attention(*inputs, **switches), inputs, grad_out)
     reference = torch.autograd.grad(slow(*inputs, switches), inputs, grad_out)
     for name, a, b in zip(("query", "key", "offset"), fast, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     "options", [(3, 1, 1, 0.25, "none"), (3, 2, 2, 0.5, "softmax"), (1, 1, 4, 1.0, "none")]
 )
-def test_opcheck(options):
+def test_opcheck(backend, options):
     kernel_size = options[0]
     query, key, offset = make_inputs(kernel_size=kernel_size)
     for t in (query, key, offset):
         t.requires_grad_()
     torch.library.opcheck(
-        torch.ops.sifa.inter_frame_attention.default, (query, key, offset, *options)
+        torch.ops.sifa.inter_frame_attention.default, (query, key, offset, *options, backend)
     )
     grad_out = torch.randn_like(query)
     torch.library.opcheck(
         torch.ops.sifa.inter_frame_attention_backward.default,
-        (grad_out, query.detach(), key.detach(), offset.detach(), *options),
+        (grad_out, query.detach(), key.detach(), offset.detach(), *options, backend),
     )
 
 

@@ -110,6 +110,8 @@ def run_demo(
     for model_name in models:
         config = demo_config(data_dir, out_dir, model_name, epochs)
         config.progress = progress
+        if not progress:  # quiet: the epoch lines only, no per-update JSON lines
+            config.log_every = 10**9
         shutil.rmtree(config.output_dir, ignore_errors=True)  # the demo's own earlier run
         print(f"\n== {model_name}: {config.optim.epochs} epochs", flush=True)
         start = time.perf_counter()

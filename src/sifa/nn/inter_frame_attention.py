@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from sifa.ops import functional
+from sifa.ops.backends import check_backend
 
 MSM_CHOICES = ("paper", "official")
 OFFSET_INIT_CHOICES = ("zero", "kaiming")
@@ -46,6 +47,8 @@ class InterFrameAttention(nn.Module):
         offset_init: ``"zero"`` (default, the authors' intent: SIFA starts as attention over
             a regular window) or ``"kaiming"`` (what the released code actually did:
             ``kaiming_normal_`` with ``mode="fan_out"``, ``nonlinearity="relu"``).
+        backend: the operator's backend (``"auto"``, ``"reference"``, ``"cpu"``; see
+            :mod:`sifa.ops.backends`). Not saved in ``state_dict``.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class InterFrameAttention(nn.Module):
         normalize: str = "none",
         msm: str = "official",
         offset_init: str = "zero",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         functional.check_positive_int("channels", channels)
@@ -71,6 +75,8 @@ class InterFrameAttention(nn.Module):
         functional.resolve_scale(scale, channels // groups)  # fail now, not at the first call
         _check_choice("msm", msm, MSM_CHOICES)
         _check_choice("offset_init", offset_init, OFFSET_INIT_CHOICES)
+        check_backend(backend)
+        self.backend = backend
         self.channels = channels
         self.kernel_size = kernel_size
         self.dilation = dilation
@@ -123,6 +129,7 @@ class InterFrameAttention(nn.Module):
             groups=self.groups,
             scale=self.scale,
             normalize=self.normalize,
+            backend=self.backend,
         )
         attended = attended.view(n, t - 1, c, h, w).transpose(1, 2)
         return torch.cat((x[:, :, :-1] + attended, x[:, :, -1:]), dim=2)

@@ -1,5 +1,15 @@
-"""The SIFA operator: ``inter_frame_attention`` and its registered ``torch.ops.sifa`` ops."""
+"""The SIFA operator: ``inter_frame_attention``, its registered ``torch.ops.sifa`` ops and the
+backends behind them."""
 
+from sifa.ops.backends import BACKENDS, BackendUnavailableError, backend_report, select_backend
 from sifa.ops.functional import NORMALIZE_CHOICES, inter_frame_attention, resolve_scale
 
-__all__ = ["NORMALIZE_CHOICES", "inter_frame_attention", "resolve_scale"]
+__all__ = [
+    "BACKENDS",
+    "NORMALIZE_CHOICES",
+    "BackendUnavailableError",
+    "backend_report",
+    "inter_frame_attention",
+    "resolve_scale",
+    "select_backend",
+]

@@ -8,6 +8,7 @@ import numbers
 import torch
 
 from sifa.ops import library  # noqa: F401  (registers torch.ops.sifa.*)
+from sifa.ops.backends import check_backend
 
 NORMALIZE_CHOICES = ("none", "softmax")
 SCALE_CHOICES = ("1/C", "1/sqrt(C)")
@@ -97,6 +98,7 @@ def inter_frame_attention(
     groups: int = 1,
     scale: float | str | None = None,
     normalize: str = "none",
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Stand-alone inter-frame attention (SPEC section 1, steps 3-6).
 
@@ -131,8 +133,9 @@ def inter_frame_attention(
     check_positive_int("dilation", dilation)
     check_positive_int("groups", groups)
     check_normalize(normalize)
+    check_backend(backend)
     _check_inputs(query, key, offset, kernel_size, groups)
     scale_value = resolve_scale(scale, query.shape[1] // groups)
     return torch.ops.sifa.inter_frame_attention(
-        query, key, offset, kernel_size, dilation, groups, scale_value, normalize
+        query, key, offset, kernel_size, dilation, groups, scale_value, normalize, backend
     )

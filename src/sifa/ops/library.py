@@ -2,7 +2,8 @@
 
 ``torch.ops.sifa.inter_frame_attention`` and its backward are custom ops with fake (meta)
 implementations, so ``torch.compile`` and ``torch.export`` see one opaque op instead of the
-sampling and einsum steps inside it. Faster backends plug in behind the same op names.
+sampling and einsum steps inside it. The last argument names the backend (``"auto"``, or one
+of :data:`sifa.ops.backends.BACKENDS`); :mod:`sifa.ops.backends` picks the implementation.
 The public entry point with argument checks is :func:`sifa.ops.inter_frame_attention`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from sifa.ops import reference
+from sifa.ops.backends import implementation, select_backend
 
 
 @torch.library.custom_op("sifa::inter_frame_attention", mutates_args=())
@@ -24,12 +25,14 @@ def inter_frame_attention_op(
     groups: int,
     scale: float,
     normalize: str,
+    backend: str,
 ) -> torch.Tensor:
-    return reference.forward(query, key, offset, kernel_size, dilation, groups, scale, normalize)
+    run = implementation(select_backend(query.device, backend))
+    return run.forward(query, key, offset, kernel_size, dilation, groups, scale, normalize)
 
 
 @inter_frame_attention_op.register_fake
-def _(query, key, offset, kernel_size, dilation, groups, scale, normalize):
+def _(query, key, offset, kernel_size, dilation, groups, scale, normalize, backend):
     return torch.empty_like(query, memory_format=torch.contiguous_format)
 
 
@@ -44,14 +47,16 @@ def inter_frame_attention_backward_op(
     groups: int,
     scale: float,
     normalize: str,
+    backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return reference.backward(
+    run = implementation(select_backend(query.device, backend))
+    return run.backward(
         grad_out, query, key, offset, kernel_size, dilation, groups, scale, normalize
     )
 
 
 @inter_frame_attention_backward_op.register_fake
-def _(grad_out, query, key, offset, kernel_size, dilation, groups, scale, normalize):
+def _(grad_out, query, key, offset, kernel_size, dilation, groups, scale, normalize, backend):
     return (
         torch.empty_like(query, memory_format=torch.contiguous_format),
         torch.empty_like(key, memory_format=torch.contiguous_format),
@@ -60,15 +65,15 @@ def _(grad_out, query, key, offset, kernel_size, dilation, groups, scale, normal
 
 
 def _setup_context(ctx, inputs, output):
-    query, key, offset, kernel_size, dilation, groups, scale, normalize = inputs
+    query, key, offset, kernel_size, dilation, groups, scale, normalize, backend = inputs
     ctx.save_for_backward(query, key, offset)
-    ctx.options = (kernel_size, dilation, groups, scale, normalize)
+    ctx.options = (kernel_size, dilation, groups, scale, normalize, backend)
 
 
 def _backward(ctx, grad_out):
     query, key, offset = ctx.saved_tensors
     grads = inter_frame_attention_backward_op(grad_out, query, key, offset, *ctx.options)
-    return (*grads, None, None, None, None, None)
+    return (*grads, None, None, None, None, None, None)
 
 
 inter_frame_attention_op.register_autograd(_backward, setup_context=_setup_context)
