@@ -164,14 +164,14 @@ def format_op_benchmark(results: list[OpTimes], setting: str) -> str:
     lines = [
         setting,
         "",
-        "| C x H x W | row | forward ms | (vs reference) | fwd+bwd ms | (vs reference) "
+        "| C x H x W | row | forward ms | speed-up | fwd+bwd ms | speed-up "
         "| forward extra MiB | input MiB |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     reference = {(r.channels, r.size): r for r in results if r.row == "reference"}
 
     def ratio(row: OpTimes, value: float, of: float | None) -> str:
-        return f"{of / value:.1f}x faster" if of and row.row != "reference" else ""
+        return f"{of / value:.1f}x" if of and row.row != "reference" else ""
 
     for r in results:
         base = reference.get((r.channels, r.size))
