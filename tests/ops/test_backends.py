@@ -15,6 +15,8 @@ import sifa
 from sifa.ops import backends, cpu, inter_frame_attention, reference
 from sifa.ops.backends import BackendUnavailableError, select_backend
 
+from backend_params import require_cpu_kernel
+
 CPU = torch.device("cpu")
 
 
@@ -31,7 +33,14 @@ def no_cpu_kernel(monkeypatch):
     monkeypatch.setattr(backends, "_warned", set())
 
 
+def test_cpu_kernel_builds_where_a_compiler_is():
+    if cpu._missing_tool() is not None:
+        pytest.skip(f"no build tools here: {cpu._missing_tool()}")
+    assert cpu.load() is not None, cpu.failure()
+
+
 def test_automatic_choice_is_the_cpu_kernel_here(monkeypatch):
+    require_cpu_kernel()
     monkeypatch.delenv(backends.ENV, raising=False)
     assert select_backend(CPU) == "cpu"
     assert select_backend(CPU, "reference") == "reference"
@@ -39,6 +48,7 @@ def test_automatic_choice_is_the_cpu_kernel_here(monkeypatch):
 
 
 def test_environment_variable_and_argument(monkeypatch):
+    require_cpu_kernel()
     monkeypatch.setenv(backends.ENV, "reference")
     assert select_backend(CPU) == "reference"
     assert select_backend(CPU, "cpu") == "cpu"  # the argument wins
@@ -99,6 +109,7 @@ def test_missing_compiler_is_detected_before_building(tmp_path):
 
 
 def test_block_gives_the_same_with_either_backend():
+    require_cpu_kernel()
     torch.manual_seed(0)
     block = sifa.InterFrameAttention(8, offset_init="kaiming").double()
     clip = torch.randn(2, 8, 3, 6, 5, dtype=torch.float64, requires_grad=True)

@@ -8,11 +8,13 @@ from functools import partial
 import pytest
 import torch
 
-from sifa.ops import BACKENDS, inter_frame_attention
+from sifa.ops import inter_frame_attention
 
+from backend_params import backend_params
 from loop_reference import regular_window_attention, slow_inter_frame_attention
 
 F64 = torch.float64
+BACKEND_PARAMS = backend_params()
 
 
 def make_inputs(
@@ -62,7 +64,7 @@ def slow(query, key, offset, switches):
     return slow_inter_frame_attention(query, key, offset, **args)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_loop_reference_float64(backend, case):
     attention = partial(inter_frame_attention, backend=backend)
@@ -74,7 +76,7 @@ def test_matches_loop_reference_float64(backend, case):
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_integer_offsets_sample_whole_pixels(backend):
     attention = partial(inter_frame_attention, backend=backend)
     query, key, offset = make_inputs()
@@ -84,7 +86,7 @@ def test_integer_offsets_sample_whole_pixels(backend):
     )
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("dilation", [1, 2])
 def test_zero_offsets_equal_regular_window(backend, dilation):
     attention = partial(inter_frame_attention, backend=backend)
@@ -95,7 +97,7 @@ def test_zero_offsets_equal_regular_window(backend, dilation):
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_offsets_fully_outside_give_zero(backend):
     attention = partial(inter_frame_attention, backend=backend)
     query, key, offset = make_inputs()
@@ -103,7 +105,7 @@ def test_offsets_fully_outside_give_zero(backend):
     assert torch.count_nonzero(attention(query, key, offset)) == 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_non_contiguous_inputs(backend):
     attention = partial(inter_frame_attention, backend=backend)
     gen = torch.Generator().manual_seed(3)
@@ -123,14 +125,14 @@ def test_non_contiguous_inputs(backend):
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_empty_batch(backend):
     attention = partial(inter_frame_attention, backend=backend)
     query, key, offset = make_inputs(batch=0)
     assert attention(query, key, offset).shape == (0, 4, 4, 5)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize(
     "dtype, atol", [(torch.float32, 1e-5), (torch.bfloat16, 5e-2), (torch.float16, 1e-2)]
 )
@@ -167,7 +169,7 @@ GRAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("case", GRAD_CASES)
 def test_gradcheck_float64(backend, case):
     attention = partial(inter_frame_attention, backend=backend)
@@ -177,7 +179,7 @@ def test_gradcheck_float64(backend, case):
     assert torch.autograd.gradcheck(lambda q, k, o: attention(q, k, o, **switches), inputs)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("case", ["default", "softmax_groups2_dilation2", "far_outside"])
 def test_gradients_match_loop_reference(backend, case):
     attention = partial(inter_frame_attention, backend=backend)
@@ -190,7 +192,7 @@ def test_gradients_match_loop_reference(backend, case):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize(
     "options", [(3, 1, 1, 0.25, "none"), (3, 2, 2, 0.5, "softmax"), (1, 1, 4, 1.0, "none")]
 )

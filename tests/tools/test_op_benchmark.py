@@ -8,8 +8,11 @@ import math
 from sifa.cli import main
 from sifa.tools.op_benchmark import CONV, benchmark_op, format_op_benchmark
 
+from backend_params import require_cpu_kernel
+
 
 def test_rows_times_memory_and_ratios():
+    require_cpu_kernel()
     results = benchmark_op(backends=["reference", "cpu"], batch=1, frames=3, shapes=((8, 6),),
                            warmup=0, repeats=1, threads=1)  # fmt: skip
     assert [r.row for r in results] == ["reference", "cpu", CONV]
@@ -27,6 +30,7 @@ def test_rows_times_memory_and_ratios():
 
 
 def test_command_json(capsys):
+    require_cpu_kernel()
     args = ["benchmark", "op", "--batch", "1", "--frames", "2", "--repeats", "1", "--warmup",
             "0", "--threads", "1", "--no-memory", "--json", "--backends", "cpu",
             "--shapes", "4x5", "8x3"]  # fmt: skip
