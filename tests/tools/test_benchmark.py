@@ -27,3 +27,25 @@ def test_a_failing_model_is_named():
     # One clip of 4 frames at 32 px leaves BatchNorm a single value per channel in training.
     with pytest.raises(ValueError, match=r"benchmark of c2d_resnet18 failed: ValueError: Expected"):
         benchmark_models(["c2d_resnet18"], batch=1, frames=4, size=32, warmup=0, repeats=1)
+
+
+def test_models_take_turns_step_by_step(monkeypatch):
+    from sifa.tools import benchmark
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name, *args):
+            self.name = name
+
+        def infer(self):
+            calls.append(("infer", self.name))
+
+        def train(self):
+            calls.append(("train", self.name))
+
+    monkeypatch.setattr(benchmark, "_Steps", Recorder)
+    times = benchmark._measure_times(["a", "b"], 1, 8, 32, warmup=1, repeats=2, threads=None)
+    turns = [("infer", "a"), ("infer", "b")] * 3 + [("train", "a"), ("train", "b")] * 3
+    assert calls == turns  # one warm-up round, then two timed rounds, per kind
+    assert set(times) == {"a", "b"} and all(set(t) == {"infer", "train"} for t in times.values())

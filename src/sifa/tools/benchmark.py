@@ -1,20 +1,22 @@
 """Side-by-side timing of models: one training step and one inference step, with peak memory.
 
-Every model runs in a fresh process, so its peak resident memory is its own; times are the
-median over the repeats after warm-up. Ratios are against the first model given, or against
-the ``c2d_*`` model when one is in the list.
+The models' steps are timed in one fresh process, taking turns step by step (model A, model B,
+model A, ...), so that the machine's speed changing during the run (a shared machine, CPU
+frequency) affects every model alike; times are medians over the repeats after warm-up. Each
+model's peak resident memory is measured in a fresh process of its own. Ratios are against the
+first model given, or against the ``c2d_*`` model when one is in the list.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
-import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
+
+from sifa.tools.memory import peak_mib, reset_peak, rss_mib
 
 
 @dataclass
@@ -27,66 +29,92 @@ class StepTimes:
     gmacs: float  # multiply-adds of one clip's forward
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+class _Steps:
+    """One model with its clip, labels and optimiser: a training step and an inference step."""
+
+    def __init__(self, name: str, batch: int, frames: int, size: int) -> None:
+        from sifa.models import create_model
+
+        torch.manual_seed(0)
+        self.model = create_model(name, num_classes=400)
+        self.clips = torch.randn(batch, 3, frames, size, size)
+        self.labels = torch.randint(0, 400, (batch,))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
+
+    def infer(self) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.clips)
+
+    def train(self) -> None:
+        from sifa.models import classification_loss
+
+        self.model.train()
+        loss = classification_loss(self.model(self.clips), self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def _timed(step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
 
 
-def _median_seconds(step, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _measure(name: str, batch: int, frames: int, size: int, warmup: int, repeats: int,
-             threads: int | None) -> StepTimes:  # fmt: skip
-    from sifa.models import classification_loss, create_model
-    from sifa.tools.flops import model_complexity
-
+def _measure_times(names, batch, frames, size, warmup, repeats, threads) -> dict:
+    """Median seconds per model and step, the models taking turns step by step, so that a
+    change in the machine's speed during the run affects them alike."""
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=400)
-    clips = torch.randn(batch, 3, frames, size, size)
-    labels = torch.randint(0, 400, (batch,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    baseline = _rss_mib()
+    steps = {name: _Steps(name, batch, frames, size) for name in names}
+    times = {name: {"infer": [], "train": []} for name in names}
+    for kind in ("infer", "train"):
+        for _ in range(warmup):
+            for name in names:
+                getattr(steps[name], kind)()
+        for _ in range(repeats):
+            for name in names:
+                times[name][kind].append(_timed(getattr(steps[name], kind)))
+    return {
+        name: {kind: statistics.median(values) for kind, values in by_kind.items()}
+        for name, by_kind in times.items()
+    }
 
-    def infer():
-        with torch.no_grad():
-            model(clips)
 
-    def train():
-        loss = classification_loss(model(clips), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+def _measure_memory(name, batch, frames, size, threads) -> dict:
+    """Peak resident memory of one inference step, then of one training step (the optimiser's
+    state included), above the level with the model built, in this fresh process."""
+    if threads:
+        torch.set_num_threads(threads)
+    steps = _Steps(name, batch, frames, size)
+    reset_peak()
+    baseline = rss_mib()
     # Inference first: its peak is below training's, and the peak counter only grows.
-    model.eval()
-    infer_s = _median_seconds(infer, warmup, repeats)
-    infer_peak = _peak_rss_mib() - baseline
-    model.train()
-    train_s = _median_seconds(train, warmup, repeats)
-    train_peak = _peak_rss_mib() - baseline
-    gmacs = model_complexity(name, frames, size).gmacs * batch
-    return StepTimes(name, train_s, infer_s, train_peak, infer_peak, gmacs)
+    steps.infer()
+    infer_peak = peak_mib() - baseline
+    steps.train()
+    steps.train()
+    return {"infer": infer_peak, "train": peak_mib() - baseline}
 
 
-def _child(queue, args) -> None:
+def _child(queue, function, args) -> None:
     try:
-        queue.put(asdict(_measure(*args)))
+        queue.put(function(*args))
     except BaseException as error:  # report to the parent instead of dying silently
         queue.put({"error": f"{type(error).__name__}: {error}"})
+
+
+def _in_fresh_process(function, args, what: str):
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue, function, args))
+    process.start()
+    report = queue.get()
+    process.join()
+    if "error" in report:
+        raise ValueError(f"benchmark of {what} failed: {report['error']}")
+    return report
 
 
 def benchmark_models(
@@ -99,21 +127,30 @@ def benchmark_models(
     repeats: int = 5,
     threads: int | None = None,
 ) -> list[StepTimes]:
-    """Time every model in its own process, one after the other."""
-    context = multiprocessing.get_context("spawn")
-    results = []
-    for name in names:
-        queue = context.Queue()
-        process = context.Process(
-            target=_child, args=(queue, (name, batch, frames, size, warmup, repeats, threads))
+    """Time the models' steps taking turns in one fresh process; measure each model's peak
+    memory in a fresh process of its own."""
+    from sifa.tools.flops import model_complexity
+
+    memory = {
+        name: _in_fresh_process(_measure_memory, (name, batch, frames, size, threads), name)
+        for name in names
+    }
+    times = _in_fresh_process(
+        _measure_times,
+        (list(names), batch, frames, size, warmup, repeats, threads),
+        ", ".join(names),
+    )
+    return [
+        StepTimes(
+            model=name,
+            train_s=times[name]["train"],
+            infer_s=times[name]["infer"],
+            train_peak_mib=memory[name]["train"],
+            infer_peak_mib=memory[name]["infer"],
+            gmacs=model_complexity(name, frames, size).gmacs * batch,
         )
-        process.start()
-        report = queue.get()
-        process.join()
-        if "error" in report:
-            raise ValueError(f"benchmark of {name} failed: {report['error']}")
-        results.append(StepTimes(**report))
-    return results
+        for name in names
+    ]
 
 
 def format_benchmark(results: list[StepTimes], setting: str) -> str:

@@ -11,12 +11,13 @@ size (what the caller keeps anyway), next to the size of one input.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
 
 import torch
+
+from sifa.tools.memory import peak_mib, reset_peak, rss_mib
 
 SHAPES = ((64, 56), (128, 28), (256, 14), (512, 7))  # (channels, height = width)
 CONV = "conv1x3x3"
@@ -31,30 +32,6 @@ class OpTimes:
     forward_backward_ms: float
     forward_extra_mib: float | None  # peak memory of a forward beyond inputs and output
     input_mib: float  # one input tensor (the query), for scale
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _reset_peak() -> bool:
-    """Restart the kernel's peak-RSS counter (``VmHWM``); a spawned process starts with its
-    parent's peak otherwise."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def _peak_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise OSError("no VmHWM in /proc/self/status")
 
 
 def _median_ms(step, warmup: int, repeats: int) -> float:
@@ -105,12 +82,12 @@ def _memory(row, channels, size, batch, frames, threads, queue) -> None:
     torch.set_num_threads(threads)
     _setup(row, 4, 4, 1, 2)[0]()  # loads what the first call loads, allocates next to nothing
     forward, _, output_mib, _ = _setup(row, channels, size, batch, frames)
-    if not _reset_peak():
+    if not reset_peak():
         queue.put(None)
         return
-    baseline = _rss_mib()
+    baseline = rss_mib()
     forward()
-    queue.put(_peak_mib() - baseline - output_mib)
+    queue.put(peak_mib() - baseline - output_mib)
 
 
 def _extra_memory(row, channels, size, batch, frames, threads) -> float | None:
