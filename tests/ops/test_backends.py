@@ -121,3 +121,38 @@ def test_block_gives_the_same_with_either_backend():
         results.append((out, *grads))
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_first_build_is_announced(monkeypatch, tmp_path, caplog):
+    """Without a build in the cache the user is told why the first call takes a minute."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpu, "_state", {})
+    monkeypatch.setattr(cpu, "_missing_tool", lambda: None)
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: tmp_path)
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: "built module")
+    with caplog.at_level("INFO", logger="sifa.ops.cpu"):
+        assert cpu.load() == "built module"
+    assert "building the fused CPU kernel" in caplog.text
+
+    caplog.clear()
+    monkeypatch.setattr(cpu, "_state", {})
+    (tmp_path / f"sifa_cpu_v{cpu.VERSION}.so").touch()  # built before: nothing to announce
+    with caplog.at_level("INFO", logger="sifa.ops.cpu"):
+        cpu.load()
+    assert caplog.text == ""
+
+
+def test_failed_build_gives_its_reason(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def broken(**kwargs):
+        raise RuntimeError("ninja: build stopped\nError building extension 'sifa_cpu_v1'")
+
+    monkeypatch.setattr(cpu, "_state", {})
+    monkeypatch.setattr(cpu, "_missing_tool", lambda: None)
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    assert cpu.load() is None
+    assert cpu.failure() == "the C++ build failed: Error building extension 'sifa_cpu_v1'"
+    with pytest.raises(BackendUnavailableError, match="the C\\+\\+ build failed"):
+        select_backend(CPU, "cpu")

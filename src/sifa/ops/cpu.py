@@ -12,6 +12,7 @@ float32 and float64 run natively; other float dtypes are computed in float32.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ SOURCE = Path(__file__).parent / "csrc" / "inter_frame_attention_cpu.cpp"
 # Part of the module name, so that a changed kernel never loads a stale build.
 VERSION = 1
 
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 
@@ -54,9 +56,12 @@ def load():
         if reason is None:
             from torch.utils import cpp_extension
 
+            name = f"sifa_cpu_v{VERSION}"
+            if not _is_built(name):
+                logger.info("building the fused CPU kernel of sifa (first use only, ~1 minute)")
             try:
                 module = cpp_extension.load(
-                    name=f"sifa_cpu_v{VERSION}",
+                    name=name,
                     sources=[str(SOURCE)],
                     extra_cflags=["-O3", "-fopenmp"],
                     extra_ldflags=["-fopenmp"],
@@ -67,6 +72,17 @@ def load():
                 reason = f"the C++ build failed: {lines[-1] if lines else type(error).__name__}"
         _state["module"], _state["failure"] = module, reason
         return module
+
+
+def _is_built(name: str) -> bool:
+    """Whether the extension cache already holds a build (then loading takes milliseconds)."""
+    from torch.utils import cpp_extension
+
+    try:  # a private helper of cpp_extension: the folder load() builds in
+        folder = Path(cpp_extension._get_build_directory(name, verbose=False))
+    except Exception:
+        return False
+    return (folder / f"{name}.so").is_file()
 
 
 def failure() -> str | None:
