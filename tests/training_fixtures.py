@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from sifa.data.synthetic import SyntheticConfig
 from sifa.engine.config import TrainConfig, validate
+from sifa.engine.demo import synthetic_splits
 
 TINY_DATA = SyntheticConfig(videos_per_class=3, val_videos_per_class=2, size=32, frames=8,
                             num_pairs=2)  # fmt: skip
@@ -17,21 +18,12 @@ def tiny_config(data_dir: Path, output_dir: Path, **overrides):
     """A config that trains ``sifa_resnet18`` at width 8 on ``tiny_data`` in seconds.
 
     ``overrides`` are dotted keys with ``__`` for dots (``optim__lr=0.1``)."""
-    splits = {
-        split: {
-            "format": "video_list",
-            "root": str(data_dir),
-            "annotations": str(data_dir / f"{split}.txt"),
-            "labels": str(data_dir / "classes.txt"),
-        }
-        for split in ("train", "val")
-    }
     config = OmegaConf.merge(
         OmegaConf.structured(TrainConfig),
         {
             "model": {"name": "sifa_resnet18", "switches": {"base_width": 8, "dropout": 0.0}},
             "data": {
-                **splits,
+                **synthetic_splits(data_dir),
                 "clip_len": 8,
                 "train_size": 32,
                 "scale": [0.5, 1.0],

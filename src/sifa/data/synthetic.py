@@ -37,12 +37,14 @@ import importlib.util
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from sifa.files import replace_atomically
 
 PHASES = (
     "right",
@@ -487,19 +489,8 @@ def render_clip(
 # ----------------------------------------------------------------------------- files
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Run ``write(temporary_path)`` then move the result onto ``path`` (same folder, so the
-    move is atomic): readers see the old file or the whole new one, never a partial one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _replace_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    replace_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
@@ -528,7 +519,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
 
-    _replace_atomically(Path(path), encode)
+    replace_atomically(Path(path), encode)
 
 
 @dataclass(frozen=True)

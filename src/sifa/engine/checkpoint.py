@@ -16,8 +16,6 @@ between the two renames) is detected instead of silently resumed.
 from __future__ import annotations
 
 import json
-import os
-import pickle
 import random
 from pathlib import Path
 
@@ -26,19 +24,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from sifa.models.weights import CheckpointError
+from sifa.files import replace_atomically
+from sifa.models.weights import CheckpointError, load_torch_file
 
 FORMAT = "sifa-checkpoint-1"
-
-
-def _replace_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def rng_state() -> dict:
@@ -88,9 +77,9 @@ def save_checkpoint(
     }
     if training_state is not None:
         state = dict(training_state, update=update)
-        _replace_atomically(folder / f"{name}.state.pt", lambda p: torch.save(state, p))
+        replace_atomically(folder / f"{name}.state.pt", lambda p: torch.save(state, p))
     path = folder / f"{name}.safetensors"
-    _replace_atomically(path, lambda p: save_file(weights, str(p), metadata=metadata))
+    replace_atomically(path, lambda p: save_file(weights, str(p), metadata=metadata))
     return path
 
 
@@ -134,15 +123,7 @@ def load_training_state(weights_path: str | Path) -> dict:
     path = weights_path.with_name(weights_path.name.removesuffix(".safetensors") + ".state.pt")
     if not path.is_file():
         raise CheckpointError(f"training state not found: {path} (needed to resume)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} needs pickled code to load, which is refused (weights_only=True); it was "
-            "not written by sifa or has been tampered with"
-        ) from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable PyTorch file: {error}") from error
+    state = load_torch_file(path, "it was not written by sifa or has been tampered with")
     _, metadata = load_weights(weights_path)
     if str(state.get("update")) != metadata.get("update"):
         raise CheckpointError(

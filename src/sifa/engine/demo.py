@@ -65,9 +65,9 @@ DEMO_RECIPE = {
 }
 
 
-def demo_config(data_dir: Path, output_dir: Path, model: str, epochs: int | None = None):
-    """The demo's training config for ``model``, data in ``data_dir``."""
-    splits = {
+def synthetic_splits(data_dir: Path) -> dict:
+    """``data.train`` and ``data.val`` of a dataset written by ``sifa make-synthetic``."""
+    return {
         split: {
             "format": "video_list",
             "root": str(data_dir),
@@ -76,7 +76,13 @@ def demo_config(data_dir: Path, output_dir: Path, model: str, epochs: int | None
         }
         for split in ("train", "val")
     }
-    config = OmegaConf.merge(OmegaConf.structured(TrainConfig), DEMO_RECIPE, {"data": splits})
+
+
+def demo_config(data_dir: Path, output_dir: Path, model: str, epochs: int | None = None):
+    """The demo's training config for ``model``, data in ``data_dir``."""
+    config = OmegaConf.merge(
+        OmegaConf.structured(TrainConfig), DEMO_RECIPE, {"data": synthetic_splits(data_dir)}
+    )
     config.model.name = model
     config.output_dir = str(output_dir / model)
     if epochs is not None:

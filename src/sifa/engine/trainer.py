@@ -339,7 +339,7 @@ class Trainer:
                 window = [0.0, 0, time.perf_counter()]
             rate = (bar.format_dict.get("rate") or 0) * config.data.batch_size
             bar.set_postfix(
-                loss=f"{loss.item():.3f}",
+                loss=f"{value:.3f}",
                 lr=f"{lr:.2e}",
                 clips_s=f"{rate * self.group.world_size:.1f}",
                 refresh=False,

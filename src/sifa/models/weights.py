@@ -17,6 +17,19 @@ class CheckpointError(ValueError):
     or the key."""
 
 
+def load_torch_file(path: Path, hint: str):
+    """``torch.load`` with ``weights_only=True``: a file that needs pickled code is refused
+    (``hint`` says what to do instead), an unreadable one named."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path} needs pickled code to load, which is refused (weights_only=True); {hint}"
+        ) from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch file: {error}") from error
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file, or of a ``.pth``/``.pt``/``.bin`` file loaded with
     ``weights_only=True`` (no pickled code runs). A state dict nested under ``state_dict`` or
@@ -33,15 +46,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as error:
             raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from error
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise CheckpointError(
-                f"{path} needs pickled code to load, which is refused (weights_only=True); "
-                "save a plain state dict of tensors or a .safetensors file instead"
-            ) from error
-        except (RuntimeError, EOFError, OSError) as error:
-            raise CheckpointError(f"{path} is not a readable PyTorch file: {error}") from error
+        state = load_torch_file(
+            path, "save a plain state dict of tensors or a .safetensors file instead"
+        )
     while isinstance(state, Mapping):
         nested = next(
             (state[k] for k in _CONTAINER_KEYS if isinstance(state.get(k), Mapping)), None

@@ -87,14 +87,11 @@ def implementation(name: str) -> ModuleType:
     return {"reference": reference, "cpu": cpu}[name]
 
 
-def backend_report(build: bool = True) -> list[dict]:
-    """Every backend with ``available`` and, when not, ``reason`` (``build=False``: do not
-    compile the CPU kernel to find out)."""
-    rows = [{"backend": "reference", "devices": "any", "available": True, "reason": None}]
-    if build:
-        reason = _cpu_reason(torch.device("cpu"))
-    else:
-        reason = cpu.failure() or (None if "module" in cpu._state else "not built yet")
-    rows.append({"backend": "cpu", "devices": "cpu", "available": reason is None,
-                 "reason": reason})  # fmt: skip
-    return rows
+def backend_report() -> list[dict]:
+    """Every backend with ``available`` and, when not, ``reason`` (builds the CPU kernel if it
+    is not built yet, to find out)."""
+    reason = _cpu_reason(torch.device("cpu"))
+    return [
+        {"backend": "reference", "devices": "any", "available": True, "reason": None},
+        {"backend": "cpu", "devices": "cpu", "available": reason is None, "reason": reason},
+    ]

@@ -94,14 +94,16 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def forward(query, key, offset, kernel_size, dilation, groups, scale, normalize):
-    module = load()
+def _kernel_inputs(query, key, offset):
+    """Contiguous inputs in the compute dtype; the key channels-last, as the kernel reads it."""
     dtype = _compute_dtype(query.dtype)
     key_cl = key.to(dtype).permute(0, 2, 3, 1).contiguous()
-    out = module.forward(
-        query.to(dtype).contiguous(),
-        key_cl,
-        offset.to(dtype).contiguous(),
+    return query.to(dtype).contiguous(), key_cl, offset.to(dtype).contiguous()
+
+
+def forward(query, key, offset, kernel_size, dilation, groups, scale, normalize):
+    out = load().forward(
+        *_kernel_inputs(query, key, offset),
         kernel_size,
         dilation,
         groups,
@@ -112,13 +114,12 @@ def forward(query, key, offset, kernel_size, dilation, groups, scale, normalize)
 
 
 def backward(grad_out, query, key, offset, kernel_size, dilation, groups, scale, normalize):
-    module = load()
-    dtype = _compute_dtype(query.dtype)
-    grad_query, grad_key_cl, grad_offset = module.backward(
-        grad_out.to(dtype).contiguous(),
-        query.to(dtype).contiguous(),
-        key.to(dtype).permute(0, 2, 3, 1).contiguous(),
-        offset.to(dtype).contiguous(),
+    query_c, key_cl, offset_c = _kernel_inputs(query, key, offset)
+    grad_query, grad_key_cl, grad_offset = load().backward(
+        grad_out.to(query_c.dtype).contiguous(),
+        query_c,
+        key_cl,
+        offset_c,
         kernel_size,
         dilation,
         groups,

@@ -46,7 +46,8 @@ def _median_ms(step, warmup: int, repeats: int) -> float:
 
 
 def _setup(row: str, channels: int, size: int, batch: int, frames: int):
-    """``(forward, forward_backward, output_mib, input_mib)`` closures for one row."""
+    """``(forward, forward_backward, mib)`` of one row: its steps and the size of its input
+    (the output has the same size)."""
     from sifa.ops import inter_frame_attention
 
     torch.manual_seed(0)
@@ -62,8 +63,7 @@ def _setup(row: str, channels: int, size: int, batch: int, frames: int):
         def forward_backward():
             conv(x).sum().backward()
 
-        mib = x.numel() * 4 / 2**20
-        return forward, forward_backward, mib, mib
+        return forward, forward_backward, x.numel() * 4 / 2**20
     query, key = (torch.randn(pairs, channels, size, size, requires_grad=True) for _ in "qk")
     offset = torch.randn(pairs, 18, size, size, requires_grad=True)
 
@@ -74,14 +74,13 @@ def _setup(row: str, channels: int, size: int, batch: int, frames: int):
     def forward_backward():
         inter_frame_attention(query, key, offset, scale="1/C", backend=row).sum().backward()
 
-    mib = query.numel() * 4 / 2**20
-    return forward, forward_backward, mib, mib
+    return forward, forward_backward, query.numel() * 4 / 2**20
 
 
 def _memory(row, channels, size, batch, frames, threads, queue) -> None:
     torch.set_num_threads(threads)
     _setup(row, 4, 4, 1, 2)[0]()  # loads what the first call loads, allocates next to nothing
-    forward, _, output_mib, _ = _setup(row, channels, size, batch, frames)
+    forward, _, output_mib = _setup(row, channels, size, batch, frames)
     if not reset_peak():
         queue.put(None)
         return
@@ -118,7 +117,7 @@ def benchmark_op(
     results = []
     for channels, size in shapes:
         for row in (*backends, CONV):
-            forward, forward_backward, _, input_mib = _setup(row, channels, size, batch, frames)
+            forward, forward_backward, input_mib = _setup(row, channels, size, batch, frames)
             results.append(
                 OpTimes(
                     row=row,
