@@ -10,9 +10,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 import yaml
 
 from sifa.data.annotations import FORMATS
+from sifa.ops.backends import BACKENDS
 
 
 def parse_switches(pairs: list[str]) -> dict:
@@ -178,22 +180,33 @@ def _benchmark_models(args: argparse.Namespace) -> None:
         warmup=args.warmup,
         repeats=args.repeats,
         threads=threads,
+        device=args.device,
+        precision=args.precision,
     )
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return
+    where = (
+        f"CUDA ({torch.cuda.get_device_name(args.device)})"
+        if args.device.startswith("cuda")
+        else f"CPU, {threads} threads"
+    )
+    precision = "float32" if args.precision == "float32" else f"{args.precision} autocast"
     setting = (
-        f"CPU, {threads} threads, float32, batch {args.batch}, {args.frames} frames, "
+        f"{where}, {precision}, batch {args.batch}, {args.frames} frames, "
         f"{args.size}x{args.size}, median of {args.repeats} after {args.warmup} warm-up"
     )
     print(format_benchmark(results, setting))
 
 
 def _benchmark_op(args: argparse.Namespace) -> None:
-    from sifa.ops import backend_report
+    from sifa.ops.backends import unavailable_reason
     from sifa.tools.op_benchmark import SHAPES, as_dicts, benchmark_op, format_op_benchmark
 
-    available = [r["backend"] for r in backend_report() if r["available"]]
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA device here")
+    device = torch.device(args.device)
+    available = [b for b in BACKENDS if unavailable_reason(b, device) is None]
     backends = args.backends or available
     missing = [b for b in backends if b not in available]
     if missing:
@@ -209,12 +222,19 @@ def _benchmark_op(args: argparse.Namespace) -> None:
         repeats=args.repeats,
         threads=args.threads,
         memory=not args.no_memory,
+        device=args.device,
+        dtype=args.dtype,
     )
     if args.json:
         print(json.dumps(as_dicts(results), indent=2))
         return
+    where = (
+        f"CUDA ({torch.cuda.get_device_name(args.device)})"
+        if args.device.startswith("cuda")
+        else f"CPU, {args.threads} threads"
+    )
     setting = (
-        f"CPU, {args.threads} threads, float32, {args.batch} clips x {args.frames} frames (the "
+        f"{where}, {args.dtype}, {args.batch} clips x {args.frames} frames (the "
         f"operator sees {args.batch * (args.frames - 1)} frame pairs, k=3), median of "
         f"{args.repeats} after {args.warmup} warm-up"
     )
@@ -410,14 +430,18 @@ def build_parser() -> argparse.ArgumentParser:
     models_bench.add_argument("--warmup", type=int, default=1)
     models_bench.add_argument("--repeats", type=int, default=5)
     models_bench.add_argument("--threads", type=int, default=None, help="torch threads")
+    models_bench.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
+    models_bench.add_argument(
+        "--precision", default="float32", choices=("float32", "bfloat16", "float16")
+    )
     models_bench.add_argument("--json", action="store_true")
     models_bench.set_defaults(run=_benchmark_models)
 
     op_bench = targets.add_parser(
-        "op", help="the operator's backends against the reference and a 1x3x3 conv, on the CPU"
+        "op", help="the operator's backends against the reference and a 1x3x3 conv"
     )
     op_bench.add_argument(
-        "--backends", nargs="+", choices=("reference", "cpu"),
+        "--backends", nargs="+", choices=BACKENDS,
         help="backends to time (default: every available one)",
     )  # fmt: skip
     op_bench.add_argument(
@@ -430,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     op_bench.add_argument("--repeats", type=int, default=5)
     op_bench.add_argument("--threads", type=int, default=2, help="torch threads")
     op_bench.add_argument("--no-memory", action="store_true", help="skip the memory processes")
+    op_bench.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
+    op_bench.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     op_bench.add_argument("--json", action="store_true")
     op_bench.set_defaults(run=_benchmark_op)
 

@@ -79,6 +79,31 @@ def _backward(ctx, grad_out):
 inter_frame_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _register_autocast(device_type: str) -> None:
+    """Under autocast on ``device_type``, float32 inputs are cast to the autocast dtype of the
+    moment (``torch.autocast(..., dtype=...)``), as autocast does for convolutions, and the op
+    runs with autocast off; the kernels accumulate in float32 whatever the input dtype.
+    ``register_autocast`` of ``torch.library`` fixes one dtype when registering, hence this."""
+    key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    excluded = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+
+    def cast(value):
+        if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
+            return value.to(torch.get_autocast_dtype(device_type))
+        return value
+
+    def kernel(_keyset, *args):
+        with torch._C._ExcludeDispatchKeyGuard(excluded):
+            return torch.ops.sifa.inter_frame_attention.default(*(cast(a) for a in args))
+
+    _AUTOCAST_LIBRARY.impl("inter_frame_attention", kernel, key, with_keyset=True)
+
+
+_AUTOCAST_LIBRARY = torch.library.Library("sifa", "IMPL")
+for _device_type in ("cuda", "cpu"):
+    _register_autocast(_device_type)
+
+
 def inter_frame_attention_macs(query_shape, kernel_size: int) -> int:
     """Multiply-adds of one forward call: per channel and tap, 4 for the bilinear sample (one
     per corner), 1 for the score and 1 for the aggregation."""

@@ -3,8 +3,10 @@
 The models' steps are timed in one fresh process, taking turns step by step (model A, model B,
 model A, ...), so that the machine's speed changing during the run (a shared machine, CPU
 frequency) affects every model alike; times are medians over the repeats after warm-up. Each
-model's peak resident memory is measured in a fresh process of its own. Ratios are against the
-first model given, or against the ``c2d_*`` model when one is in the list.
+model's peak resident memory is measured in a fresh process of its own (on CUDA: the
+allocator's peak, above the level with the model built). Ratios are against the first model
+given, or against the ``c2d_*`` model when one is in the list. ``precision`` ``"bfloat16"`` or
+``"float16"`` runs the steps under autocast, as ``sifa train`` does.
 """
 
 from __future__ import annotations
@@ -32,42 +34,55 @@ class StepTimes:
 class _Steps:
     """One model with its clip, labels and optimiser: a training step and an inference step."""
 
-    def __init__(self, name: str, batch: int, frames: int, size: int) -> None:
+    def __init__(self, name, batch, frames, size, device="cpu", precision="float32") -> None:
         from sifa.models import create_model
 
         torch.manual_seed(0)
-        self.model = create_model(name, num_classes=400)
-        self.clips = torch.randn(batch, 3, frames, size, size)
-        self.labels = torch.randint(0, 400, (batch,))
+        self.device = torch.device(device)
+        self.model = create_model(name, num_classes=400).to(self.device)
+        self.clips = torch.randn(batch, 3, frames, size, size, device=self.device)
+        self.labels = torch.randint(0, 400, (batch,), device=self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
+        self.autocast = torch.autocast(
+            self.device.type,
+            dtype=getattr(torch, precision) if precision != "float32" else None,
+            enabled=precision != "float32",
+        )
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def infer(self) -> None:
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast:
             self.model(self.clips)
 
     def train(self) -> None:
         from sifa.models import classification_loss
 
         self.model.train()
-        loss = classification_loss(self.model(self.clips), self.labels)
+        with self.autocast:
+            loss = classification_loss(self.model(self.clips), self.labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
 
 
-def _timed(step) -> float:
+def _timed(steps: _Steps, kind: str) -> float:
+    steps.sync()
     start = time.perf_counter()
-    step()
+    getattr(steps, kind)()
+    steps.sync()
     return time.perf_counter() - start
 
 
-def _measure_times(names, batch, frames, size, warmup, repeats, threads) -> dict:
+def _measure_times(names, batch, frames, size, warmup, repeats, threads, device, precision):
     """Median seconds per model and step, the models taking turns step by step, so that a
     change in the machine's speed during the run affects them alike."""
     if threads:
         torch.set_num_threads(threads)
-    steps = {name: _Steps(name, batch, frames, size) for name in names}
+    steps = {name: _Steps(name, batch, frames, size, device, precision) for name in names}
     times = {name: {"infer": [], "train": []} for name in names}
     for kind in ("infer", "train"):
         for _ in range(warmup):
@@ -75,19 +90,21 @@ def _measure_times(names, batch, frames, size, warmup, repeats, threads) -> dict
                 getattr(steps[name], kind)()
         for _ in range(repeats):
             for name in names:
-                times[name][kind].append(_timed(getattr(steps[name], kind)))
+                times[name][kind].append(_timed(steps[name], kind))
     return {
         name: {kind: statistics.median(values) for kind, values in by_kind.items()}
         for name, by_kind in times.items()
     }
 
 
-def _measure_memory(name, batch, frames, size, threads) -> dict:
+def _measure_memory(name, batch, frames, size, threads, device, precision) -> dict:
     """Peak resident memory of one inference step, then of one training step (the optimiser's
     state included), above the level with the model built, in this fresh process."""
     if threads:
         torch.set_num_threads(threads)
-    steps = _Steps(name, batch, frames, size)
+    steps = _Steps(name, batch, frames, size, device, precision)
+    if steps.device.type == "cuda":
+        return _measure_cuda_memory(steps)
     reset_peak()
     baseline = rss_mib()
     # Inference first: its peak is below training's, and the peak counter only grows.
@@ -96,6 +113,17 @@ def _measure_memory(name, batch, frames, size, threads) -> dict:
     steps.train()
     steps.train()
     return {"infer": infer_peak, "train": peak_mib() - baseline}
+
+
+def _measure_cuda_memory(steps: _Steps) -> dict:
+    mib = 2**20
+    baseline = torch.cuda.memory_allocated(steps.device)
+    torch.cuda.reset_peak_memory_stats(steps.device)
+    steps.infer()
+    infer_peak = (torch.cuda.max_memory_allocated(steps.device) - baseline) / mib
+    steps.train()
+    steps.train()
+    return {"infer": infer_peak, "train": (torch.cuda.max_memory_allocated() - baseline) / mib}
 
 
 def _child(queue, function, args) -> None:
@@ -126,18 +154,22 @@ def benchmark_models(
     warmup: int = 1,
     repeats: int = 5,
     threads: int | None = None,
+    device: str = "cpu",
+    precision: str = "float32",
 ) -> list[StepTimes]:
     """Time the models' steps taking turns in one fresh process; measure each model's peak
     memory in a fresh process of its own."""
     from sifa.tools.flops import model_complexity
 
     memory = {
-        name: _in_fresh_process(_measure_memory, (name, batch, frames, size, threads), name)
+        name: _in_fresh_process(
+            _measure_memory, (name, batch, frames, size, threads, device, precision), name
+        )
         for name in names
     }
     times = _in_fresh_process(
         _measure_times,
-        (list(names), batch, frames, size, warmup, repeats, threads),
+        (list(names), batch, frames, size, warmup, repeats, threads, device, precision),
         ", ".join(names),
     )
     return [

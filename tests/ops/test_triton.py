@@ -1,0 +1,125 @@
+"""The Triton backend's own behaviour on CPU tensors (its kernels in Triton's interpreter):
+deterministic mode, availability and its reasons, and the op's autocast registration.
+The correctness cases shared by every backend are in test_inter_frame_attention.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sifa.ops import backends, inter_frame_attention
+from sifa.ops import triton as triton_backend
+from sifa.ops.backends import BackendUnavailableError, select_backend, unavailable_reason
+
+from loop_reference import slow_inter_frame_attention
+
+CPU = torch.device("cpu")
+F64 = torch.float64
+
+
+def require_interpreted_triton() -> None:
+    reason = unavailable_reason("triton", CPU)
+    if reason is not None:
+        pytest.skip(f"Triton backend on CPU tensors: {reason}")
+
+
+def inputs(offset_spread=0.4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(2, 4, 4, 5, generator=gen, dtype=F64) for _ in "qk")
+    o = offset_spread * torch.randn(2, 18, 4, 5, generator=gen, dtype=F64)
+    return [t.requires_grad_() for t in (q, k, o)]
+
+
+@pytest.fixture
+def deterministic():
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("switches", [{}, dict(normalize="softmax", groups=2)])
+def test_deterministic_backward_matches_the_loop_reference(deterministic, switches):
+    require_interpreted_triton()
+    # Small offsets: taps of neighbouring pixels share key pixels, so each key pixel collects
+    # several contributions, which the deterministic path sums in sorted order.
+    q, k, o = inputs()
+    grad_out = torch.randn_like(q)
+    out = inter_frame_attention(q, k, o, **switches, backend="triton")
+    fast = torch.autograd.grad(out, (q, k, o), grad_out)
+    again = torch.autograd.grad(
+        inter_frame_attention(q, k, o, **switches, backend="triton"), (q, k, o), grad_out
+    )
+    slow = torch.autograd.grad(slow_inter_frame_attention(q, k, o, **switches), (q, k, o), grad_out)
+    for name, a, b, c in zip(("query", "key", "offset"), fast, again, slow, strict=True):
+        assert torch.equal(a, b), name
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_deterministic_and_atomic_paths_agree_on_the_key_gradient(deterministic):
+    require_interpreted_triton()
+    q, k, o = inputs(offset_spread=3.0, seed=1)  # offsets past the borders too
+    grad_out = torch.randn_like(q)
+    sorted_sum = torch.autograd.grad(
+        inter_frame_attention(q, k, o, backend="triton"), (k,), grad_out
+    )[0]
+    torch.use_deterministic_algorithms(False)
+    atomic = torch.autograd.grad(inter_frame_attention(q, k, o, backend="triton"), (k,), grad_out)
+    torch.testing.assert_close(sorted_sum, atomic[0], rtol=0, atol=1e-12)
+
+
+def test_cuda_choice_without_a_usable_kernel_falls_back_once(monkeypatch):
+    monkeypatch.setattr(
+        triton_backend, "_state", {"module": None, "failure": "triton cannot be imported (test)"}
+    )
+    monkeypatch.setattr(backends, "_warned", set())
+    monkeypatch.delenv(backends.ENV, raising=False)
+    cuda = torch.device("cuda")
+    with pytest.warns(RuntimeWarning, match=r"Triton GPU kernel is unavailable \(triton cannot"):
+        assert select_backend(cuda) == "reference"
+    assert "triton" in backends._warned
+    with pytest.raises(BackendUnavailableError, match=r"'triton' cannot run: triton cannot be"):
+        select_backend(cuda, "triton")
+
+
+def test_cpu_tensors_need_the_interpreter(monkeypatch):
+    monkeypatch.delenv(triton_backend.INTERPRET_ENV, raising=False)
+    with pytest.raises(BackendUnavailableError, match="CPU tensors only with TRITON_INTERPRET=1"):
+        select_backend(CPU, "triton")
+    with pytest.raises(BackendUnavailableError, match="runs on CUDA tensors, these are on meta"):
+        select_backend(torch.device("meta"), "triton")
+    monkeypatch.delenv(backends.ENV, raising=False)
+    assert select_backend(CPU) != "triton"  # never chosen automatically for CPU tensors
+
+
+def test_report_names_the_triton_row():
+    rows = {row["backend"]: row for row in backends.backend_report()}
+    row = rows["triton"]
+    assert row["available"] == (row["reason"] is None)
+    if not torch.cuda.is_available() and unavailable_reason("triton", CPU) is None:
+        assert row["devices"] == "cpu (Triton interpreter)" and row["available"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_casts_float32_inputs_to_the_autocast_dtype(dtype):
+    gen = torch.Generator().manual_seed(2)
+    q, k = (torch.randn(2, 8, 5, 6, generator=gen) for _ in "qk")
+    o = torch.randn(2, 18, 5, 6, generator=gen)
+    expected = inter_frame_attention(q.to(dtype), k.to(dtype), o.to(dtype), backend="reference")
+    with torch.autocast("cpu", dtype=dtype):
+        out = inter_frame_attention(q, k, o, backend="reference")
+        compiled = torch.compile(
+            lambda *x: inter_frame_attention(*x, backend="reference"), fullgraph=True
+        )(q, k, o)
+        untouched = inter_frame_attention(q.double(), k.double(), o.double(), backend="reference")
+    assert out.dtype == compiled.dtype == dtype and untouched.dtype == F64
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(compiled, expected, rtol=0, atol=0)
+
+
+def test_autocast_gradients_come_back_in_float32():
+    q, k, o = (t.float().detach().requires_grad_() for t in inputs())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = inter_frame_attention(q, k, o, backend="reference")
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    assert q.grad.dtype == k.grad.dtype == o.grad.dtype == torch.float32
