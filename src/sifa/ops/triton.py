@@ -90,8 +90,14 @@ def _scale_tensor(scale: float, dtype: torch.dtype, device: torch.device) -> tor
     return torch.full((1,), scale, dtype=dtype, device=device)
 
 
+def _channels_last(key: torch.Tensor) -> torch.Tensor:
+    """The key with unit channel stride: each sampled corner is then one contiguous vector."""
+    return key if key.stride(1) == 1 else key.contiguous(memory_format=torch.channels_last)
+
+
 def forward(query, key, offset, kernel_size, dilation, groups, scale, normalize):
     kernels = _kernels()
+    key = _channels_last(key)
     batch, channels, height, width = query.shape
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
     if out.numel() == 0:
@@ -115,11 +121,15 @@ def backward(grad_out, query, key, offset, kernel_size, dilation, groups, scale,
     batch, channels, height, width = query.shape
     device = query.device
     acc = _compute_dtype(query.dtype)
+    key = _channels_last(key)
     grad_query = torch.empty(query.shape, dtype=query.dtype, device=device)
-    grad_key = torch.zeros(key.shape, dtype=acc, device=device)
+    # Channels-last (B, H, W, C): the atomics of one corner hit one contiguous channel vector.
+    grad_key = torch.zeros(batch, height, width, channels, dtype=acc, device=device)
     grad_offset = torch.zeros(offset.shape, dtype=acc, device=device)
     if grad_query.numel() == 0:
-        return grad_query, grad_key.to(key.dtype), grad_offset.to(offset.dtype)
+        return grad_query, torch.zeros_like(key, memory_format=torch.contiguous_format), (
+            grad_offset.to(offset.dtype)
+        )
     taps = kernel_size * kernel_size
     pixels = height * width
     cg = channels // groups
@@ -144,7 +154,8 @@ def backward(grad_out, query, key, offset, kernel_size, dilation, groups, scale,
     if deterministic:
         _gather_key_grad(kernels, grad_key, corner_index, corner_weight, attn, grad_logit,
                          grad_out, query, groups)  # fmt: skip
-    return grad_query, grad_key.to(key.dtype), grad_offset.to(offset.dtype)
+    grad_key = grad_key.permute(0, 3, 1, 2).to(key.dtype).contiguous()
+    return grad_query, grad_key, grad_offset.to(offset.dtype)
 
 
 def _gather_key_grad(kernels, grad_key, corner_index, corner_weight, attn, grad_logit,

@@ -1,8 +1,9 @@
 """Triton kernels of the SIFA operator (imported only by :mod:`sifa.ops.triton`, on first use).
 
-Every kernel works on tiles of ``(BLOCK_C channels, BLOCK_P pixels)`` of one image, with the
-pixels as the fast axis so that reads of NCHW tensors coalesce; all tensors are addressed by
-their strides, so non-contiguous and channels-last inputs need no copy. A program holds the
+Every kernel works on tiles of ``(BLOCK_P pixels, BLOCK_C channels)`` of one image. Tensors are
+addressed by their strides, so any layout works without a copy; the key is best channels-last
+(the wrapper makes it so), since each bilinear corner is then one contiguous channel vector,
+and the key gradient is accumulated channels-last for the same reason. A program holds the
 whole channel group (``BLOCK_C >= C/G``), since a tap's score needs every channel before its
 value can be weighted. Arithmetic runs in ``ACC`` (float32, or float64 for float64 inputs).
 
@@ -19,7 +20,7 @@ import triton.language as tl
 
 @triton.jit
 def _tap_position(off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation,
-                  tap: tl.constexpr, KS: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+                  tap, KS: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
     """Top-left corner ``(y0, x0)`` and fractions ``(ly, lx)`` of tap ``tap`` per pixel."""
     dy = tl.load(off_base + (2 * tap) * s_oc + ph * s_oh + pw * s_ow, mask=pmask, other=0.0)
     dx = tl.load(off_base + (2 * tap + 1) * s_oc + ph * s_oh + pw * s_ow, mask=pmask, other=0.0)
@@ -39,8 +40,8 @@ def _tap_position(off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation,
 def _corner(k_base, s_kc, s_kh, s_kw, chan, cmask, yc, xc, pmask, H, W, ACC: tl.constexpr):
     """Key values ``(BLOCK_C, BLOCK_P)`` at integer positions, zero outside the image."""
     inside = pmask & (yc >= 0) & (yc < H) & (xc >= 0) & (xc < W)
-    ptrs = k_base + chan[:, None] * s_kc + (yc * s_kh + xc * s_kw)[None, :]
-    return tl.load(ptrs, mask=cmask[:, None] & inside[None, :], other=0.0).to(ACC)
+    ptrs = k_base + chan[None, :] * s_kc + (yc * s_kh + xc * s_kw)[:, None]
+    return tl.load(ptrs, mask=cmask[None, :] & inside[:, None], other=0.0).to(ACC)
 
 
 @triton.jit
@@ -54,10 +55,10 @@ def _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0, ly, lx, pmask, H, W,
     hy = 1.0 - ly
     hx = 1.0 - lx
     value = (
-        (hy * hx)[None, :] * v00
-        + (hy * lx)[None, :] * v01
-        + (ly * hx)[None, :] * v10
-        + (ly * lx)[None, :] * v11
+        (hy * hx)[:, None] * v00
+        + (hy * lx)[:, None] * v01
+        + (ly * hx)[:, None] * v10
+        + (ly * lx)[:, None] * v11
     )
     return value, v00, v01, v10, v11
 
@@ -71,18 +72,18 @@ def _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow,
     (one pass, as in flash attention)."""
     top = tl.full([BLOCK_P], float("-inf"), ACC)
     total = tl.zeros([BLOCK_P], ACC)
-    acc = tl.zeros([BLOCK_C, BLOCK_P], ACC)
-    for tap in tl.static_range(KS * KS):
+    acc = tl.zeros([BLOCK_P, BLOCK_C], ACC)
+    for tap in range(KS * KS):
         y0, x0, ly, lx = _tap_position(
             off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation, tap, KS, ACC
         )
         value, _, _, _, _ = _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0, ly, lx,
                                     pmask, H, W, ACC)  # fmt: skip
-        score = tl.sum(q * value, axis=0) * scale
+        score = tl.sum(q * value, axis=1) * scale
         new_top = tl.maximum(top, score)
         rescale = tl.exp(top - new_top)
         weight = tl.exp(score - new_top)
-        acc = acc * rescale[None, :] + weight[None, :] * value
+        acc = acc * rescale[:, None] + weight[:, None] * value
         total = total * rescale + weight
         top = new_top
     return top, total, acc
@@ -106,11 +107,11 @@ def forward_kernel(q_ptr, k_ptr, off_ptr, out_ptr, scale_ptr,
     lane = tl.arange(0, BLOCK_C)
     cmask = lane < CG
     chan = g * CG + lane
-    tile_mask = cmask[:, None] & pmask[None, :]
+    tile_mask = cmask[None, :] & pmask[:, None]
     scale = tl.load(scale_ptr)
 
     q = tl.load(
-        q_ptr + b * s_qb + chan[:, None] * s_qc + (ph * s_qh + pw * s_qw)[None, :],
+        q_ptr + b * s_qb + chan[None, :] * s_qc + (ph * s_qh + pw * s_qw)[:, None],
         mask=tile_mask,
         other=0.0,
     ).to(ACC)
@@ -120,26 +121,26 @@ def forward_kernel(q_ptr, k_ptr, off_ptr, out_ptr, scale_ptr,
         _, total, acc = _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh,
                                             s_ow, chan, cmask, ph, pw, pmask, H, W, dilation,
                                             scale, KS, BLOCK_C, BLOCK_P, ACC)  # fmt: skip
-        acc = acc / total[None, :]
+        acc = acc / total[:, None]
     else:
-        acc = tl.zeros([BLOCK_C, BLOCK_P], ACC)
-        for tap in tl.static_range(KS * KS):
+        acc = tl.zeros([BLOCK_P, BLOCK_C], ACC)
+        for tap in range(KS * KS):
             y0, x0, ly, lx = _tap_position(
                 off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation, tap, KS, ACC
             )
             value, _, _, _, _ = _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0, ly, lx,
                                         pmask, H, W, ACC)  # fmt: skip
-            score = tl.sum(q * value, axis=0) * scale
-            acc += score[None, :] * value
-    out = out_ptr + b * s_yb + chan[:, None] * s_yc + (ph * s_yh + pw * s_yw)[None, :]
+            score = tl.sum(q * value, axis=1) * scale
+            acc += score[:, None] * value
+    out = out_ptr + b * s_yb + chan[None, :] * s_yc + (ph * s_yh + pw * s_yw)[:, None]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=tile_mask)
 
 
 @triton.jit
-def _scatter_corner(gk_base, chan, cmask, yc, xc, weight, grad_value, pmask, H, W):
+def _scatter_corner(gk_base, chan, cmask, yc, xc, weight, grad_value, pmask, H, W, C):
     inside = pmask & (yc >= 0) & (yc < H) & (xc >= 0) & (xc < W)
-    ptrs = gk_base + chan[:, None] * (H * W) + (yc * W + xc)[None, :]
-    tl.atomic_add(ptrs, weight[None, :] * grad_value, mask=cmask[:, None] & inside[None, :])
+    ptrs = gk_base + chan[None, :] + ((yc * W + xc) * C)[:, None]
+    tl.atomic_add(ptrs, weight[:, None] * grad_value, mask=cmask[None, :] & inside[:, None])
 
 
 @triton.jit
@@ -178,7 +179,7 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
     pw = p % W
     lane = tl.arange(0, BLOCK_C)
     cmask = lane < CG
-    tile_mask = cmask[:, None] & pmask[None, :]
+    tile_mask = cmask[None, :] & pmask[:, None]
     scale = tl.load(scale_ptr)
     k_base = k_ptr + b * s_kb
     off_base = off_ptr + b * s_ob
@@ -189,11 +190,11 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
 
     for g in range(G):
         chan = g * CG + lane
-        pix = (ph * s_qh + pw * s_qw)[None, :]
-        q = tl.load(q_ptr + b * s_qb + chan[:, None] * s_qc + pix, mask=tile_mask, other=0.0)
+        pix = (ph * s_qh + pw * s_qw)[:, None]
+        q = tl.load(q_ptr + b * s_qb + chan[None, :] * s_qc + pix, mask=tile_mask, other=0.0)
         q = q.to(ACC)
-        pix_g = (ph * s_gh + pw * s_gw)[None, :]
-        go = tl.load(go_ptr + b * s_gb + chan[:, None] * s_gc + pix_g, mask=tile_mask, other=0.0)
+        pix_g = (ph * s_gh + pw * s_gw)[:, None]
+        go = tl.load(go_ptr + b * s_gb + chan[None, :] * s_gc + pix_g, mask=tile_mask, other=0.0)
         go = go.to(ACC)
         top = tl.zeros([BLOCK_P], ACC)
         total = tl.full([BLOCK_P], 1.0, ACC)
@@ -203,34 +204,34 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
                                                   s_oh, s_ow, chan, cmask, ph, pw, pmask, H, W,
                                                   dilation, scale, KS, BLOCK_C, BLOCK_P,
                                                   ACC)  # fmt: skip
-            grad_dot_out = tl.sum(go * acc, axis=0) / total
-        gq = tl.zeros([BLOCK_C, BLOCK_P], ACC)
-        for tap in tl.static_range(KS * KS):
+            grad_dot_out = tl.sum(go * acc, axis=1) / total
+        gq = tl.zeros([BLOCK_P, BLOCK_C], ACC)
+        for tap in range(KS * KS):
             y0, x0, ly, lx = _tap_position(
                 off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation, tap, KS, ACC
             )
             value, v00, v01, v10, v11 = _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0,
                                                 ly, lx, pmask, H, W, ACC)  # fmt: skip
-            score = tl.sum(q * value, axis=0) * scale
-            grad_attn = tl.sum(go * value, axis=0)
+            score = tl.sum(q * value, axis=1) * scale
+            grad_attn = tl.sum(go * value, axis=1)
             if SOFTMAX:
                 attn = tl.exp(score - top) / total
                 grad_logit = attn * (grad_attn - grad_dot_out) * scale
             else:
                 attn = score
                 grad_logit = grad_attn * scale
-            gq += grad_logit[None, :] * value
-            grad_value = attn[None, :] * go + grad_logit[None, :] * q
+            gq += grad_logit[:, None] * value
+            grad_value = attn[:, None] * go + grad_logit[:, None] * q
 
             hy = 1.0 - ly
             hx = 1.0 - lx
-            d_dy = hx[None, :] * (v10 - v00) + lx[None, :] * (v11 - v01)
-            d_dx = hy[None, :] * (v01 - v00) + ly[None, :] * (v11 - v10)
+            d_dy = hx[:, None] * (v10 - v00) + lx[:, None] * (v11 - v01)
+            d_dx = hy[:, None] * (v01 - v00) + ly[:, None] * (v11 - v10)
             # This program owns these pixels of the offset gradient: add the group's share.
             gy_ptr = goff_base + (2 * tap) * HW + p
             gx_ptr = goff_base + (2 * tap + 1) * HW + p
-            gy = tl.load(gy_ptr, mask=pmask, other=0.0) + tl.sum(grad_value * d_dy, axis=0)
-            gx = tl.load(gx_ptr, mask=pmask, other=0.0) + tl.sum(grad_value * d_dx, axis=0)
+            gy = tl.load(gy_ptr, mask=pmask, other=0.0) + tl.sum(grad_value * d_dy, axis=1)
+            gx = tl.load(gx_ptr, mask=pmask, other=0.0) + tl.sum(grad_value * d_dx, axis=1)
             tl.store(gy_ptr, gy, mask=pmask)
             tl.store(gx_ptr, gx, mask=pmask)
 
@@ -246,15 +247,15 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
                 _record_corner(ib, wb, 2, HW, p, y0 + 1, x0, ly * hx, first, H, W)
                 _record_corner(ib, wb, 3, HW, p, y0 + 1, x0 + 1, ly * lx, first, H, W)
             else:
-                _scatter_corner(gk_base, chan, cmask, y0, x0, hy * hx, grad_value, pmask, H, W)
+                _scatter_corner(gk_base, chan, cmask, y0, x0, hy * hx, grad_value, pmask, H, W, G * CG)
                 _scatter_corner(gk_base, chan, cmask, y0, x0 + 1, hy * lx, grad_value, pmask,
-                                H, W)  # fmt: skip
+                                H, W, G * CG)  # fmt: skip
                 _scatter_corner(gk_base, chan, cmask, y0 + 1, x0, ly * hx, grad_value, pmask,
-                                H, W)  # fmt: skip
+                                H, W, G * CG)  # fmt: skip
                 _scatter_corner(gk_base, chan, cmask, y0 + 1, x0 + 1, ly * lx, grad_value, pmask,
-                                H, W)  # fmt: skip
+                                H, W, G * CG)  # fmt: skip
 
-        gq_ptrs = gq_ptr + b * (G * CG) * HW + chan[:, None] * HW + p[None, :]
+        gq_ptrs = gq_ptr + b * (G * CG) * HW + chan[None, :] * HW + p[:, None]
         tl.store(gq_ptrs, gq.to(gq_ptr.dtype.element_ty), mask=tile_mask)
 
 
@@ -292,4 +293,4 @@ def gather_key_grad_kernel(rowptr_ptr, order_ptr, cw_ptr, attn_ptr, dlogit_ptr, 
         go = tl.load(go_ptr + b * s_gb + chan * s_gc + ph * s_gh + pw * s_gw, mask=cmask, other=0.0)
         q = tl.load(q_ptr + b * s_qb + chan * s_qc + ph * s_qh + pw * s_qw, mask=cmask, other=0.0)
         acc += weight * (attn * go.to(ACC) + grad_logit * q.to(ACC))
-    tl.store(gk_ptr + b * C * HW + chan * HW + target % HW, acc, mask=cmask)
+    tl.store(gk_ptr + b * C * HW + (target % HW) * C + chan, acc, mask=cmask)
