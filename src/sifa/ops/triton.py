@@ -127,8 +127,10 @@ def backward(grad_out, query, key, offset, kernel_size, dilation, groups, scale,
     grad_key = torch.zeros(batch, height, width, channels, dtype=acc, device=device)
     grad_offset = torch.zeros(offset.shape, dtype=acc, device=device)
     if grad_query.numel() == 0:
-        return grad_query, torch.zeros_like(key, memory_format=torch.contiguous_format), (
-            grad_offset.to(offset.dtype)
+        return (
+            grad_query,
+            torch.zeros_like(key, memory_format=torch.contiguous_format),
+            (grad_offset.to(offset.dtype)),
         )
     taps = kernel_size * kernel_size
     pixels = height * width

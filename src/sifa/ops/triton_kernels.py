@@ -247,7 +247,8 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
                 _record_corner(ib, wb, 2, HW, p, y0 + 1, x0, ly * hx, first, H, W)
                 _record_corner(ib, wb, 3, HW, p, y0 + 1, x0 + 1, ly * lx, first, H, W)
             else:
-                _scatter_corner(gk_base, chan, cmask, y0, x0, hy * hx, grad_value, pmask, H, W, G * CG)
+                _scatter_corner(gk_base, chan, cmask, y0, x0, hy * hx, grad_value, pmask,
+                                H, W, G * CG)  # fmt: skip
                 _scatter_corner(gk_base, chan, cmask, y0, x0 + 1, hy * lx, grad_value, pmask,
                                 H, W, G * CG)  # fmt: skip
                 _scatter_corner(gk_base, chan, cmask, y0 + 1, x0, ly * hx, grad_value, pmask,
