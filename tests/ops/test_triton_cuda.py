@@ -119,6 +119,7 @@ def test_automatic_choice_on_cuda_is_triton(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_runs_in_the_autocast_dtype(dtype):
     (q, k, o), switches = make("sifa_net_res3", dtype=torch.float32)
+    torch._dynamo.reset()  # older PyTorch does not guard compiled code on the autocast dtype
     with torch.autocast("cuda", dtype=dtype):
         out = inter_frame_attention(q, k, o, **switches)
         compiled = torch.compile(lambda *x: inter_frame_attention(*x, **switches), fullgraph=True)(
@@ -157,7 +158,10 @@ def test_sifa_resnet50_trains_under_bf16_autocast():
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0], losses
-    offsets = [m for n, m in model.named_modules() if n.endswith("offset_conv")]
+    # The dual branch sees 8 frames pooled to one time step here, where SIFA is the identity.
+    offsets = [
+        m for n, m in model.named_modules() if n.endswith("offset_conv") and "_dual" not in n
+    ]
     assert offsets and all(m.weight.grad is not None for m in offsets)
 
 
