@@ -44,8 +44,13 @@ def test_models_take_turns_step_by_step(monkeypatch):
         def train(self):
             calls.append(("train", self.name))
 
+        def sync(self):
+            pass
+
     monkeypatch.setattr(benchmark, "_Steps", Recorder)
-    times = benchmark._measure_times(["a", "b"], 1, 8, 32, warmup=1, repeats=2, threads=None)
+    times = benchmark._measure_times(
+        ["a", "b"], 1, 8, 32, warmup=1, repeats=2, threads=None, device="cpu", precision="float32"
+    )
     turns = [("infer", "a"), ("infer", "b")] * 3 + [("train", "a"), ("train", "b")] * 3
     assert calls == turns  # one warm-up round, then two timed rounds, per kind
     assert set(times) == {"a", "b"} and all(set(t) == {"infer", "train"} for t in times.values())

@@ -20,6 +20,11 @@ def test_rows_times_memory_and_ratios():
         assert r.forward_ms > 0 and r.forward_backward_ms > 0
         assert r.forward_extra_mib is not None and math.isfinite(r.forward_extra_mib)
     assert results[0].input_mib == 2 * 8 * 6 * 6 * 4 / 2**20  # 2 frame pairs, float32
+    # query, key and output once each, and the 18 offset channels
+    assert math.isclose(
+        results[0].forward_min_mib, 3 * results[0].input_mib + 2 * 18 * 36 * 4 / 2**20
+    )
+    assert all(r.bound_ms > 0 for r in results)
     table = format_op_benchmark(results, "setting")
     rows = [line for line in table.splitlines() if line.startswith("| 8 x 6 x 6")]
     assert len(rows) == 3
