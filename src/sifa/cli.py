@@ -168,6 +168,13 @@ def _make_synthetic(args: argparse.Namespace) -> None:
     )
 
 
+def _benchmark_device(device: str, threads: int) -> str:
+    """How a benchmark's table names the machine it ran on."""
+    if device.startswith("cuda"):
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    return f"CPU, {threads} threads"
+
+
 def _benchmark_models(args: argparse.Namespace) -> None:
     from sifa.tools.benchmark import benchmark_models, format_benchmark
 
@@ -186,11 +193,7 @@ def _benchmark_models(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return
-    where = (
-        f"CUDA ({torch.cuda.get_device_name(args.device)})"
-        if args.device.startswith("cuda")
-        else f"CPU, {threads} threads"
-    )
+    where = _benchmark_device(args.device, threads)
     precision = "float32" if args.precision == "float32" else f"{args.precision} autocast"
     setting = (
         f"{where}, {precision}, batch {args.batch}, {args.frames} frames, "
@@ -228,11 +231,7 @@ def _benchmark_op(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(as_dicts(results), indent=2))
         return
-    where = (
-        f"CUDA ({torch.cuda.get_device_name(args.device)})"
-        if args.device.startswith("cuda")
-        else f"CPU, {args.threads} threads"
-    )
+    where = _benchmark_device(args.device, args.threads)
     setting = (
         f"{where}, {args.dtype}, {args.batch} clips x {args.frames} frames (the "
         f"operator sees {args.batch * (args.frames - 1)} frame pairs, k=3), median of "

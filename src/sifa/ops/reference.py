@@ -21,7 +21,8 @@ _BILINEAR = 0  # aten's interpolation_mode code for grid_sampler_2d
 _ZEROS = 0  # aten's padding_mode code for grid_sampler_2d
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other float dtype is computed in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -80,7 +81,7 @@ class _Attention(NamedTuple):
 
 
 def _attend(query, key, offset, kernel_size, dilation, groups, scale, normalize) -> _Attention:
-    dtype = _compute_dtype(query.dtype)
+    dtype = compute_dtype(query.dtype)
     grid = sampling_grid(offset.to(dtype), kernel_size, dilation)
     key = key.to(dtype)
     values = _sample(key, grid, groups, kernel_size * kernel_size)

@@ -20,6 +20,8 @@ import os
 
 import torch
 
+from sifa.ops.reference import compute_dtype
+
 INTERPRET_ENV = "TRITON_INTERPRET"
 _state: dict[str, object] = {}
 
@@ -57,10 +59,6 @@ def unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cuda" and interpreted:
         return f"the kernels were loaded for the interpreter ({INTERPRET_ENV}=1)"
     return None
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _tl_dtype(dtype: torch.dtype):
@@ -102,7 +100,7 @@ def forward(query, key, offset, kernel_size, dilation, groups, scale, normalize)
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
     if out.numel() == 0:
         return out
-    acc = _compute_dtype(query.dtype)
+    acc = compute_dtype(query.dtype)
     cg = channels // groups
     block_c, block_p = _blocks(cg, height * width, _FORWARD_TILE)
     grid = (-(-height * width // block_p), batch * groups)
@@ -120,7 +118,7 @@ def backward(grad_out, query, key, offset, kernel_size, dilation, groups, scale,
     kernels = _kernels()
     batch, channels, height, width = query.shape
     device = query.device
-    acc = _compute_dtype(query.dtype)
+    acc = compute_dtype(query.dtype)
     key = _channels_last(key)
     grad_query = torch.empty(query.shape, dtype=query.dtype, device=device)
     # Channels-last (B, H, W, C): the atomics of one corner hit one contiguous channel vector.

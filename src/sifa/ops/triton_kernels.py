@@ -64,6 +64,18 @@ def _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0, ly, lx, pmask, H, W,
 
 
 @triton.jit
+def _tap_value(k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan, cmask, ph, pw, pmask,
+               H, W, dilation, tap, KS: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """The bilinear sample ``(BLOCK_P, BLOCK_C)`` of tap ``tap``."""
+    y0, x0, ly, lx = _tap_position(
+        off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation, tap, KS, ACC
+    )
+    value, _, _, _, _ = _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0, ly, lx,
+                                pmask, H, W, ACC)  # fmt: skip
+    return value
+
+
+@triton.jit
 def _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan, cmask,
                         ph, pw, pmask, H, W, dilation, scale,
                         KS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
@@ -74,11 +86,8 @@ def _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow,
     total = tl.zeros([BLOCK_P], ACC)
     acc = tl.zeros([BLOCK_P, BLOCK_C], ACC)
     for tap in range(KS * KS):
-        y0, x0, ly, lx = _tap_position(
-            off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation, tap, KS, ACC
-        )
-        value, _, _, _, _ = _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0, ly, lx,
-                                    pmask, H, W, ACC)  # fmt: skip
+        value = _tap_value(k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan, cmask,
+                           ph, pw, pmask, H, W, dilation, tap, KS, ACC)  # fmt: skip
         score = tl.sum(q * value, axis=1) * scale
         new_top = tl.maximum(top, score)
         rescale = tl.exp(top - new_top)
@@ -125,13 +134,9 @@ def forward_kernel(q_ptr, k_ptr, off_ptr, out_ptr, scale_ptr,
     else:
         acc = tl.zeros([BLOCK_P, BLOCK_C], ACC)
         for tap in range(KS * KS):
-            y0, x0, ly, lx = _tap_position(
-                off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation, tap, KS, ACC
-            )
-            value, _, _, _, _ = _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0, ly, lx,
-                                        pmask, H, W, ACC)  # fmt: skip
-            score = tl.sum(q * value, axis=1) * scale
-            acc += score[:, None] * value
+            value = _tap_value(k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan,
+                               cmask, ph, pw, pmask, H, W, dilation, tap, KS, ACC)  # fmt: skip
+            acc += (tl.sum(q * value, axis=1) * scale)[:, None] * value
     out = out_ptr + b * s_yb + chan[None, :] * s_yc + (ph * s_yh + pw * s_yw)[:, None]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=tile_mask)
 

@@ -123,7 +123,8 @@ def _measure_cuda_memory(steps: _Steps) -> dict:
     infer_peak = (torch.cuda.max_memory_allocated(steps.device) - baseline) / mib
     steps.train()
     steps.train()
-    return {"infer": infer_peak, "train": (torch.cuda.max_memory_allocated() - baseline) / mib}
+    train_peak = (torch.cuda.max_memory_allocated(steps.device) - baseline) / mib
+    return {"infer": infer_peak, "train": train_peak}
 
 
 def _child(queue, function, args) -> None:
