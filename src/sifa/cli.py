@@ -43,7 +43,11 @@ def _flops(args: argparse.Namespace) -> None:
     from sifa.tools.flops import format_complexity, model_complexity
 
     switches = parse_switches(args.switches)
-    result = model_complexity(args.model, args.frames, args.size, **switches)
+    if args.frame_interval < 1:
+        raise SystemExit(f"--frame-interval must be at least 1, got {args.frame_interval}")
+    result = model_complexity(
+        args.model, args.frames, args.size, frame_interval=args.frame_interval, **switches
+    )
     if args.json:
         print(json.dumps(dict(model=args.model, switches=switches, **asdict(result)), indent=2))
     else:
@@ -307,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     flops.add_argument("model", help="a registered model name (see `sifa models`)")
     flops.add_argument("--frames", type=int, default=16, help="input frames per clip")
     flops.add_argument("--size", type=int, default=224, help="input height and width")
+    flops.add_argument(
+        "--frame-interval", type=int, default=1,
+        help="step between sampled frames (labels the clip; the cost depends on --frames)",
+    )  # fmt: skip
     flops.add_argument("--json", action="store_true", help="print JSON instead of text")
     flops.add_argument(
         "switches", nargs="*", metavar="KEY=VALUE", help="model switches, e.g. dual_head=false"

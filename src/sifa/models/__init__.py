@@ -1,9 +1,10 @@
-"""Video recognition models: SIFA-Net and its ResNet baselines, with a registry."""
+"""Video recognition models: SIFA-Net, SIFA-Transformer and their baselines, with a registry."""
 
-from sifa.models import resnet  # noqa: F401  (registers the ResNet family)
+from sifa.models import resnet, swin  # noqa: F401  (register the ResNet and Swin families)
 from sifa.models.losses import classification_loss
 from sifa.models.registry import create_model, list_models, model_entry, register_model
 from sifa.models.resnet import DualLogits, ResNet3d
+from sifa.models.swin import SwinVideo
 from sifa.models.weights import (
     CheckpointError,
     inflate_resnet_state_dict,
@@ -15,6 +16,7 @@ __all__ = [
     "CheckpointError",
     "DualLogits",
     "ResNet3d",
+    "SwinVideo",
     "classification_loss",
     "create_model",
     "inflate_resnet_state_dict",

@@ -348,6 +348,7 @@ def _sifa_resnet(
     base_width: int = 64,
     msm: str = "official",
     offset_init: str = "zero",
+    offsets: str = "deformable",
     scale: float | str | None = "1/C",
     normalize: str = "none",
     sifa_kernel_size: int = 3,
@@ -356,6 +357,7 @@ def _sifa_resnet(
 ) -> ResNet3d:
     block, layers = _DEPTHS[depth]
     sifa_options = dict(
+        offsets=offsets,
         kernel_size=sifa_kernel_size,
         dilation=sifa_dilation,
         groups=sifa_groups,

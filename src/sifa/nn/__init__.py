@@ -4,6 +4,8 @@ from sifa.nn.global_context import GlobalContext
 from sifa.nn.inter_frame_attention import (
     MSM_CHOICES,
     OFFSET_INIT_CHOICES,
+    OFFSETS_CHOICES,
+    InterFrameAggregation,
     InterFrameAttention,
     motion_saliency,
 )
@@ -11,8 +13,10 @@ from sifa.nn.temporal_shift import temporal_shift
 
 __all__ = [
     "MSM_CHOICES",
+    "OFFSETS_CHOICES",
     "OFFSET_INIT_CHOICES",
     "GlobalContext",
+    "InterFrameAggregation",
     "InterFrameAttention",
     "motion_saliency",
     "temporal_shift",

@@ -10,6 +10,7 @@ from sifa.ops.backends import check_backend
 
 MSM_CHOICES = ("paper", "official")
 OFFSET_INIT_CHOICES = ("zero", "kaiming")
+OFFSETS_CHOICES = ("deformable", "zero")
 
 
 def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
@@ -47,6 +48,10 @@ class InterFrameAttention(nn.Module):
         offset_init: ``"zero"`` (default, the authors' intent: SIFA starts as attention over
             a regular window) or ``"kaiming"`` (what the released code actually did:
             ``kaiming_normal_`` with ``mode="fan_out"``, ``nonlinearity="relu"``).
+        offsets: ``"deformable"`` (default, the paper: offsets predicted from the motion
+            saliency map) or ``"zero"`` (a fixed regular ``k x k`` window: no offset conv, no
+            learned weight; the released SIFA-Transformer and the paper's "regular window"
+            ablation).
         backend: the operator's backend (``"auto"``, ``"reference"``, ``"cpu"``; see
             :mod:`sifa.ops.backends`). Not saved in ``state_dict``.
     """
@@ -62,6 +67,7 @@ class InterFrameAttention(nn.Module):
         normalize: str = "none",
         msm: str = "official",
         offset_init: str = "zero",
+        offsets: str = "deformable",
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -75,6 +81,7 @@ class InterFrameAttention(nn.Module):
         functional.resolve_scale(scale, channels // groups)  # fail now, not at the first call
         _check_choice("msm", msm, MSM_CHOICES)
         _check_choice("offset_init", offset_init, OFFSET_INIT_CHOICES)
+        _check_choice("offsets", offsets, OFFSETS_CHOICES)
         check_backend(backend)
         self.backend = backend
         self.channels = channels
@@ -85,8 +92,11 @@ class InterFrameAttention(nn.Module):
         self.normalize = normalize
         self.msm = msm
         self.offset_init = offset_init
-        self.offset_conv = nn.Conv2d(
-            channels, 2 * kernel_size * kernel_size, kernel_size=3, padding=1, bias=False
+        self.offset_mode = offsets
+        self.offset_conv = (
+            nn.Conv2d(channels, 2 * kernel_size * kernel_size, kernel_size=3, padding=1, bias=False)
+            if offsets == "deformable"
+            else None
         )
         self.reset_parameters()
 
@@ -96,6 +106,8 @@ class InterFrameAttention(nn.Module):
         Models that initialise all their convs at once call this afterwards, so that a
         model-wide init does not silently replace the zero init (the released code's bug).
         """
+        if self.offset_conv is None:
+            return
         if self.offset_init == "zero":
             nn.init.zeros_(self.offset_conv.weight)
         else:
@@ -103,10 +115,23 @@ class InterFrameAttention(nn.Module):
 
     def offsets(self, current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
         """Offsets ``(B, 2*k*k, H, W)`` for frame pairs given as ``(B, C, H, W)`` each."""
+        if self.offset_conv is None:
+            b, _, h, w = current.shape
+            k2 = self.kernel_size * self.kernel_size
+            return current.new_zeros(b, 2 * k2, h, w)
         offset = self.offset_conv(motion_saliency(current, following, self.msm))
         return offset.to(current.dtype)  # under autocast the conv may return a lower precision
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``Y_t = X_t + A_t`` for ``t < T-1`` and ``Y_{T-1} = X_{T-1}``; same shape as ``x``."""
+        if x.dim() == 5 and x.shape[2] == 1:
+            self.aggregate(x)  # checks the shape
+            return x
+        return torch.cat((x[:, :, :-1] + self.aggregate(x), x[:, :, -1:]), dim=2)
+
+    def aggregate(self, x: torch.Tensor) -> torch.Tensor:
+        """The attended part alone: ``A_t`` for ``t = 0 ... T-2``, shape ``(N, C, T-1, H, W)``
+        (empty in time for ``T = 1``). SIFA-Transformer adds it through its own norm."""
         if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[1] != self.channels:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(
@@ -115,7 +140,7 @@ class InterFrameAttention(nn.Module):
             )
         n, c, t, h, w = x.shape
         if t == 1:
-            return x
+            return x[:, :, :0]
         # Fold the T-1 frame pairs into the batch: (N, C, T, H, W) -> (N*(T-1), C, H, W).
         frames = x.transpose(1, 2)
         current = frames[:, :-1].reshape(n * (t - 1), c, h, w)
@@ -131,12 +156,20 @@ class InterFrameAttention(nn.Module):
             normalize=self.normalize,
             backend=self.backend,
         )
-        attended = attended.view(n, t - 1, c, h, w).transpose(1, 2)
-        return torch.cat((x[:, :, :-1] + attended, x[:, :, -1:]), dim=2)
+        return attended.view(n, t - 1, c, h, w).transpose(1, 2)
 
     def extra_repr(self) -> str:
         return (
             f"{self.channels}, kernel_size={self.kernel_size}, dilation={self.dilation}, "
             f"groups={self.groups}, scale={self.scale!r}, normalize={self.normalize!r}, "
-            f"msm={self.msm!r}, offset_init={self.offset_init!r}"
+            f"msm={self.msm!r}, offset_init={self.offset_init!r}, offsets={self.offset_mode!r}"
         )
+
+
+class InterFrameAggregation(InterFrameAttention):
+    """:class:`InterFrameAttention` whose output is the attended part alone, ``A_t`` for
+    ``t = 0 ... T-2`` of shape ``(N, C, T-1, H, W)``, for networks that add it their own way
+    (SIFA-Transformer adds it through a LayerNorm). Same switches and weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aggregate(x)
