@@ -232,6 +232,13 @@ def test_tsm_has_the_c2d_weights_and_shifts():
         assert not torch.allclose(tsm(x).main, c2d(x).main, rtol=1e-3, atol=1e-3)
 
 
+def test_zero_offsets_switch_removes_every_offset_conv():
+    model = sifa.create_model("sifa_resnet18", offsets="zero", num_classes=3)
+    blocks = [m for m in model.modules() if isinstance(m, InterFrameAttention)]
+    assert blocks and all(b.offset_mode == "zero" and b.offset_conv is None for b in blocks)
+    assert not any("offset_conv" in k for k in model.state_dict())
+
+
 def test_reset_classifier():
     model = sifa.create_model("sifa_resnet18", num_classes=4)
     model.reset_classifier(9)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from sifa.nn import InterFrameAttention
+from sifa.nn import InterFrameAggregation, InterFrameAttention
 
 from loop_reference import regular_window_attention, slow_inter_frame_attention
 
@@ -101,6 +101,28 @@ def test_zero_initialised_offsets_give_regular_window():
         torch.testing.assert_close(y[:, :, t], expected, rtol=0, atol=1e-12)
 
 
+def test_zero_offsets_switch_is_a_fixed_regular_window():
+    block = InterFrameAttention(4, offsets="zero", offset_init="kaiming").double()
+    assert block.offset_conv is None and not list(block.parameters())
+    x = 50 * clip(t=3, h=5, w=5)  # large motion: deformable offsets would move
+    y = block(x)
+    for t in range(2):
+        expected = x[:, :, t] + regular_window_attention(x[:, :, t], x[:, :, t + 1])
+        torch.testing.assert_close(y[:, :, t], expected, rtol=0, atol=1e-9)
+    torch.testing.assert_close(y[:, :, 2], x[:, :, 2], rtol=0, atol=0)
+
+
+def test_aggregation_returns_the_attended_part_alone():
+    x = clip(n=2, t=4, h=4, w=5)
+    attention, aggregation = module(), InterFrameAggregation(4).double()
+    aggregation.load_state_dict(attention.state_dict())
+    attended = aggregation(x)
+    assert attended.shape == (2, 4, 3, 4, 5)
+    expected = slow_block(x, attention.offset_conv.weight.detach())[:, :, :-1] - x[:, :, :-1]
+    torch.testing.assert_close(attended, expected, rtol=1e-9, atol=1e-9)
+    assert aggregation(clip(t=1)).shape == (1, 4, 0, 3, 4)
+
+
 def test_kaiming_offset_init_is_fan_out_normal():
     torch.manual_seed(0)
     block = InterFrameAttention(64, offset_init="kaiming")
@@ -159,6 +181,7 @@ def test_float32_and_bfloat16_autocast_on_cpu():
         (dict(kernel_size=2), ValueError, r"kernel_size must be a positive odd integer, got 2"),
         (dict(msm="both"), ValueError, r"msm must be one of \('paper', 'official'\), got 'both'"),
         (dict(offset_init="xavier"), ValueError, r"offset_init must be one of .*'xavier'"),
+        (dict(offsets="learned"), ValueError, r"offsets must be one of .*'learned'"),
         (dict(normalize="l2"), ValueError, r"normalize must be one of .*'l2'"),
         (dict(scale="C"), ValueError, r"scale must be None, a number or one of .*'C'"),
     ],
