@@ -27,6 +27,16 @@ def test_flops_text_compares_with_the_paper(capsys):
     assert "parameters   43.04 M" in out
 
 
+def test_flops_of_the_sifa_transformer_with_a_frame_interval(capsys):
+    args = ["flops", "sifa_swin_b", "--frames", "64", "--frame-interval", "2", "--size", "224"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "frames 2 apart: 127 frames of video" in out
+    assert "(paper: 270, +4.6%)" in out
+    assert "(added: SIFA 0.99 M, temporal conv 10.48 M)" in out
+    assert "temporal conv 29.595 GMACs" in out
+
+
 def test_flops_json_with_switches(capsys):
     args = ["flops", "sifa_resnet18", "--frames", "8", "--size", "64", "--json"]
     assert main([*args, "dual_head=false", "sifa_stages=[res5]"]) == 0
@@ -42,6 +52,8 @@ def test_flops_json_with_switches(capsys):
         (["flops", "nope"], "unknown model 'nope'"),
         (["flops", "sifa_resnet50", "--frames", "10"], "T=10 must be a positive multiple"),
         (["flops", "sifa_resnet50", "dual_head"], "expected a model switch as key=value"),
+        (["flops", "swin_t", "--frame-interval", "0"], "--frame-interval must be at least 1"),
+        (["flops", "sifa_swin_t", "--frames", "6"], "T=6 must be a positive multiple"),
     ],
 )
 def test_errors_are_one_line_messages(capsys, args, message):

@@ -44,7 +44,7 @@ def _flops(args: argparse.Namespace) -> None:
 
     switches = parse_switches(args.switches)
     if args.frame_interval < 1:
-        raise SystemExit(f"--frame-interval must be at least 1, got {args.frame_interval}")
+        raise ValueError(f"--frame-interval must be at least 1, got {args.frame_interval}")
     result = model_complexity(
         args.model, args.frames, args.size, frame_interval=args.frame_interval, **switches
     )

@@ -74,6 +74,47 @@ def test_counts_match_the_hand_count(family, depth, frames):
     assert counted.gmacs * 1e9 == pytest.approx(resnet_macs(depth, frames, 224, family == "sifa"))
 
 
+def swin_macs(variant: str, frames: int, size: int, sifa: bool, classes: int = 400) -> int:
+    """Multiply-adds of SPEC section 3's network at a size whose maps are whole 7x7 windows or
+    smaller than one window (no padding then; odd maps are padded by the patch merging),
+    counted by hand: per token and block ``qkv 3C^2 + proj C^2 + MLP 8C^2`` and the window
+    attention's two products ``2 * 49 * C``; SIFA blocks add the offset conv and the operator
+    on every frame pair, shifted blocks the 3-tap temporal conv."""
+    dim, depths = {"t": (96, (2, 2, 6, 2)), "s": (96, (2, 2, 18, 2)), "b": (128, (2, 2, 18, 2))}[
+        variant
+    ]
+    steps, side = frames // 4, size // 4
+    total = 3 * 4 * 4 * 4 * dim * steps * side * side  # tubelet embedding
+    for index, depth in enumerate(depths):
+        pixels = side * side
+        tokens = steps * pixels
+        window = min(7, side) ** 2
+        for block in range(depth):
+            total += tokens * (12 * dim * dim + 2 * window * dim)
+            if sifa and block % 2 == 0:
+                total += (steps - 1) * pixels * (dim * 18 * 9 + 6 * dim * 9)
+            if sifa and block % 2 == 1:
+                total += tokens * 3 * dim * dim
+        if index < 3:
+            side = math.ceil(side / 2)
+            total += steps * side * side * 4 * dim * 2 * dim  # patch merging
+            dim *= 2
+    return total + steps * dim * classes  # the head on every time step
+
+
+@pytest.mark.parametrize("variant", ["t", "s", "b"])
+@pytest.mark.parametrize("family", ["sifa_swin", "swin"])
+def test_swin_counts_match_the_hand_count(family, variant):
+    counted = model_complexity(f"{family}_{variant}", 8, 224)
+    assert counted.gmacs * 1e9 == pytest.approx(swin_macs(variant, 8, 224, family == "sifa_swin"))
+
+
+@pytest.mark.parametrize("name, gmacs", [("swin_t", 4.5), ("swin_s", 8.7), ("swin_b", 15.4)])
+def test_one_time_step_costs_what_the_swin_paper_gives_per_image(name, gmacs):
+    # Swin's paper (Table 1) at 224 px; the tubelet adds 3 more 4x4 taps, the head differs.
+    assert model_complexity(name, 4, 224).gmacs == pytest.approx(gmacs, rel=0.015)
+
+
 @pytest.mark.parametrize(
     "name, frames, paper",
     [
@@ -82,6 +123,7 @@ def test_counts_match_the_hand_count(family, depth, frames):
         ("sifa_resnet101", 32, 78),
         ("sifa_resnet101", 64, 157),
         ("c2d_resnet50", 16, 23),
+        ("sifa_swin_b", 64, 270),
     ],
 )
 def test_within_five_percent_of_the_paper(name, frames, paper):
@@ -96,6 +138,16 @@ def test_meta_device_count_equals_a_real_run():
     assert real.gmacs == meta.gmacs and real.params == meta.params
     assert real.sifa_op_gmacs > 0 and real.sifa_gmacs > real.sifa_op_gmacs
     assert sum(real.parts.values()) == pytest.approx(real.gmacs)
+
+
+def test_cpu_attention_kernel_is_counted_like_the_meta_run():
+    # PyTorch counts nothing for its CPU flash attention kernel; sifa.tools.flops adds it.
+    torch.manual_seed(0)
+    real = measure_complexity(sifa.create_model("sifa_swin_t", num_classes=5), 8, 16)
+    meta = model_complexity("sifa_swin_t", 8, 16, num_classes=5)
+    assert real.gmacs == meta.gmacs and real.temporal_conv_gmacs == meta.temporal_conv_gmacs
+    assert sum(real.parts.values()) == pytest.approx(real.gmacs)
+    assert real.gmacs * 1e9 == pytest.approx(swin_macs("t", 8, 16, True, classes=5))
 
 
 def test_parameters_are_counted():
