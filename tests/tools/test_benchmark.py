@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sifa.tools.benchmark import benchmark_models, format_benchmark
+from sifa.tools.benchmark import StepTimes, baseline_of, benchmark_models, format_benchmark
 
 
 def test_benchmark_measures_and_tabulates_ratios():
@@ -21,6 +21,35 @@ def test_benchmark_measures_and_tabulates_ratios():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3] == f"{sifa_row.train_s / c2d_row.train_s:.2f}"
     assert cells[5] == f"{sifa_row.infer_s / c2d_row.infer_s:.2f}"
+
+
+def test_each_family_is_compared_with_its_per_frame_network():
+    names = ["sifa_swin_t", "swin_t", "tsm_resnet50", "sifa_resnet50", "c2d_resnet50", "x3d"]
+    assert [baseline_of(n, names) for n in names] == [
+        "swin_t",
+        "swin_t",
+        "c2d_resnet50",
+        "c2d_resnet50",
+        "c2d_resnet50",
+        "sifa_swin_t",
+    ]
+    assert baseline_of("sifa_swin_t", ["sifa_swin_t", "c2d_resnet18"]) == "sifa_swin_t"
+    rows = [StepTimes(n, 2.0 * (i + 1), 1.0 * (i + 1), 1, 1, 1) for i, n in enumerate(names[:3])]
+    rows.append(StepTimes("c2d_resnet50", 8.0, 8.0, 1, 1, 1))
+    table = format_benchmark(rows, "made up")
+    assert "ratios against swin_t, c2d_resnet50" in table
+    rows_cells = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| model")
+    ]
+    ratios = {cells[0]: (cells[3], cells[5]) for cells in rows_cells}
+    assert ratios == {
+        "sifa_swin_t": ("0.50", "0.50"),
+        "swin_t": ("1.00", "1.00"),
+        "tsm_resnet50": ("0.75", "0.38"),
+        "c2d_resnet50": ("1.00", "1.00"),
+    }
 
 
 def test_a_failing_model_is_named():

@@ -4,9 +4,10 @@ The models' steps are timed in one fresh process, taking turns step by step (mod
 model A, ...), so that the machine's speed changing during the run (a shared machine, CPU
 frequency) affects every model alike; times are medians over the repeats after warm-up. Each
 model's peak resident memory is measured in a fresh process of its own (on CUDA: the
-allocator's peak, above the level with the model built). Ratios are against the first model
-given, or against the ``c2d_*`` model when one is in the list. ``precision`` ``"bfloat16"`` or
-``"float16"`` runs the steps under autocast, as ``sifa train`` does.
+allocator's peak, above the level with the model built). Each model's ratios are against the
+per-frame network of its family when it is in the list (``c2d_*`` for SIFA-Net and TSM,
+``swin_*`` for SIFA-Transformer), else against the first model given. ``precision``
+``"bfloat16"`` or ``"float16"`` runs the steps under autocast, as ``sifa train`` does.
 """
 
 from __future__ import annotations
@@ -186,17 +187,29 @@ def benchmark_models(
     ]
 
 
+def baseline_of(name: str, names: list[str]) -> str:
+    """The model ``name``'s ratios are taken against: the per-frame network of its family
+    (``c2d_resnet50`` for ``sifa_resnet50`` and ``tsm_resnet50``, ``swin_t`` for
+    ``sifa_swin_t``) when it is in ``names``, else the first of ``names``."""
+    stem = name.removeprefix("sifa_").removeprefix("tsm_").removeprefix("c2d_")
+    family = f"c2d_{stem}" if stem.startswith("resnet") else stem
+    return family if family in names else names[0]
+
+
 def format_benchmark(results: list[StepTimes], setting: str) -> str:
-    """A Markdown table with the ratios against the baseline model."""
-    baseline = next((r for r in results if r.model.startswith("c2d_")), results[0])
+    """A Markdown table with every model's ratios against its :func:`baseline_of`."""
+    names = [r.model for r in results]
+    by_name = {r.model: r for r in results}
+    baselines = list(dict.fromkeys(baseline_of(n, names) for n in names))
     lines = [
-        f"{setting}; ratios against {baseline.model}",
+        f"{setting}; ratios against {', '.join(baselines)}",
         "",
         "| model | GMACs | train step (s) | ratio | inference (s) | ratio "
         "| train peak (MiB) | inference peak (MiB) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
+        baseline = by_name[baseline_of(r.model, names)]
         lines.append(
             f"| {r.model} | {r.gmacs:.2f} | {r.train_s:.3f} | {r.train_s / baseline.train_s:.2f} "
             f"| {r.infer_s:.3f} | {r.infer_s / baseline.infer_s:.2f} "
