@@ -31,7 +31,7 @@ def test_each_family_is_compared_with_its_per_frame_network():
         "c2d_resnet50",
         "c2d_resnet50",
         "c2d_resnet50",
-        "sifa_swin_t",
+        "x3d",
     ]
     assert baseline_of("sifa_swin_t", ["sifa_swin_t", "c2d_resnet18"]) == "sifa_swin_t"
     rows = [StepTimes(n, 2.0 * (i + 1), 1.0 * (i + 1), 1, 1, 1) for i, n in enumerate(names[:3])]
