@@ -8,7 +8,10 @@ from sifa.models.swin import SwinVideo
 from sifa.models.weights import (
     CheckpointError,
     inflate_resnet_state_dict,
+    inflate_swin_state_dict,
     load_2d_resnet_weights,
+    load_2d_swin_weights,
+    load_2d_weights,
     read_state_dict,
 )
 
@@ -20,8 +23,11 @@ __all__ = [
     "classification_loss",
     "create_model",
     "inflate_resnet_state_dict",
+    "inflate_swin_state_dict",
     "list_models",
     "load_2d_resnet_weights",
+    "load_2d_swin_weights",
+    "load_2d_weights",
     "model_entry",
     "read_state_dict",
     "register_model",

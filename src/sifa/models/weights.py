@@ -1,12 +1,15 @@
-"""Reading weight files safely, and inflating ImageNet 2D ResNet checkpoints into video models."""
+"""Reading weight files safely, and inflating ImageNet 2D ResNet and Swin checkpoints into the
+video models."""
 
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _CONTAINER_KEYS = ("state_dict", "model", "model_state", "module")
@@ -143,3 +146,195 @@ def load_2d_resnet_weights(model: nn.Module, path: str | Path, *, strict: bool =
         if str(path) in str(error):
             raise
         raise CheckpointError(f"{path}: {error}") from error
+
+
+# ---------------------------------------------------------------------------------------------
+# Swin Transformer.
+
+TEMPORAL_INITS = ("center", "average")
+# Buffers the Swin releases save that our model computes on the fly.
+_SWIN_BUFFERS = re.compile(r"(^|\.)(relative_position_index|attn_mask)$")
+_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
+
+
+def _shown(keys: list[str], limit: int = 5) -> str:
+    extra = len(keys) - limit
+    return ", ".join(keys[:limit]) + (f" and {extra} more" if extra > 0 else "")
+
+
+def _natural(key: str) -> tuple:
+    """Sort key putting ``blocks.10`` after ``blocks.9``."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in key.split("."))
+
+
+def _swin_key_map(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Model key -> checkpoint key for the reference (microsoft/Swin-Transformer, timm < 0.9) or
+    the timm >= 0.9 key layout, told apart by the patch merging keys: the reference layout has
+    them at the end of stages ``0 .. n-2`` (so ``layers.0.downsample.*`` is there), timm >= 0.9
+    at the start of stages ``1 .. n-1`` (``layers.{i}.downsample.*`` is ours
+    ``layers.{i-1}.downsample.*``). timm's ``head.fc.*`` is ours ``head.*``. The buffers
+    ``relative_position_index`` and ``attn_mask`` are left out."""
+    stages = {int(m.group(1)) for key in state if (m := _DOWNSAMPLE.match(key))}
+    shift_merging = bool(stages) and 0 not in stages
+    mapping: dict[str, str] = {}
+    for key in state:
+        if _SWIN_BUFFERS.search(key):
+            continue
+        target = key
+        if shift_merging and (m := _DOWNSAMPLE.match(key)):
+            target = f"layers.{int(m.group(1)) - 1}.downsample." + key[m.end() :]
+        elif key.startswith("head.fc."):
+            target = "head." + key.removeprefix("head.fc.")
+        if target in mapping:
+            raise CheckpointError(
+                f"checkpoint keys {mapping[target]!r} and {key!r} both fill model key {target!r}"
+            )
+        mapping[target] = key
+    return mapping
+
+
+def _resize_bias_table(table: torch.Tensor, size: int) -> torch.Tensor:
+    """A relative position bias table ``((2W-1)**2, heads)`` resized to ``(size**2, heads)``,
+    ``size = 2W'-1``, by bicubic interpolation of its ``(2W-1) x (2W-1)`` grid of offsets
+    ``(dy, dx)`` (``align_corners=False``), as the Swin release does for another window."""
+    old = round(table.shape[0] ** 0.5)
+    grid = table.float().t().reshape(1, table.shape[1], old, old)
+    grid = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)
+    return grid.reshape(table.shape[1], size * size).t()
+
+
+def _swin_value(
+    model_key: str, key: str, value: torch.Tensor, target: torch.Tensor, temporal_init: str
+) -> torch.Tensor | None:
+    """``value`` (checkpoint ``key``) shaped for ``target`` (``model_key``), or None for a
+    classifier of another class count (left at init).
+
+    - ``patch_embed.proj.weight`` ``(C, 3, p, p)`` -> ``(C, 3, t, p, p)``: ``"center"`` puts the
+      kernel at temporal index ``t // 2`` with zeros elsewhere, ``"average"`` repeats it over
+      the ``t`` taps divided by ``t``; both give the 2D tokens on a clip of identical frames.
+    - ``relative_position_bias_table`` ``((2W-1)**2, heads)`` -> ``((2W'-1)**2, heads)``:
+      :func:`_resize_bias_table`.
+    """
+    if value.shape == target.shape:
+        return value
+    if model_key.startswith("head.") and value.shape[1:] == target.shape[1:]:
+        return None
+    if (
+        model_key == "patch_embed.proj.weight"
+        and value.dim() == 4
+        and target.dim() == 5
+        and value.shape == target.shape[:2] + target.shape[3:]
+    ):
+        depth = target.shape[2]
+        if temporal_init == "average":
+            return value.unsqueeze(2).expand(target.shape) / depth
+        inflated = value.new_zeros(target.shape)
+        inflated[:, :, depth // 2] = value
+        return inflated
+    if model_key.endswith(".relative_position_bias_table") and value.dim() == 2:
+        old, new = (round(n**0.5) for n in (value.shape[0], target.shape[0]))
+        if (
+            value.shape[1] == target.shape[1]
+            and old * old == value.shape[0]
+            and old % 2 == 1
+            and new * new == target.shape[0]
+        ):
+            return _resize_bias_table(value, new)
+    raise CheckpointError(
+        f"checkpoint key {key!r} has shape {tuple(value.shape)}, which cannot fill model key "
+        f"{model_key!r} of shape {tuple(target.shape)}"
+    )
+
+
+def inflate_swin_state_dict(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    strict: bool = True,
+    temporal_init: str = "center",
+) -> list[str]:
+    """Copy an ImageNet 2D Swin Transformer state dict into a :class:`SwinVideo`.
+
+    Reads the reference release's key layout (microsoft/Swin-Transformer, also timm < 0.9:
+    patch merging ``layers.{i}.downsample.*`` at the end of stage ``i``, classifier
+    ``head.*``) and timm >= 0.9's (merging at the start of stage ``i + 1``, classifier
+    ``head.fc.*``); :func:`_swin_key_map` tells them apart. The saved buffers
+    ``relative_position_index`` and ``attn_mask`` are ignored (the model computes them).
+
+    The patch embedding ``(C, 3, p, p)`` becomes ``(C, 3, t, p, p)`` as ``temporal_init``
+    says (``"center"``: at index ``t // 2``, zeros elsewhere; ``"average"``: repeated over the
+    ``t`` taps divided by ``t``), a ``relative_position_bias_table`` of another window size is
+    interpolated bicubically, and a classifier of another class count is left at init.
+
+    Returns the model keys left as they were, sorted (SIFA offset convs and norms, temporal
+    convs, a classifier of another class count). Nothing is copied when it raises: a
+    :class:`CheckpointError` for any other shape mismatch (naming the checkpoint key, the model
+    key and both shapes) and, unless ``strict=False``, for checkpoint keys with no place in
+    the model (a deeper variant's checkpoint); a ValueError for an unknown ``temporal_init``.
+    """
+    if temporal_init not in TEMPORAL_INITS:
+        raise ValueError(f"temporal_init must be one of {TEMPORAL_INITS}, got {temporal_init!r}")
+    mapping = _swin_key_map(state)
+    targets = model.state_dict()
+    updates, missing = [], []
+    for model_key, target in targets.items():
+        key = mapping.get(model_key)
+        value = None
+        if key is not None:
+            value = _swin_value(model_key, key, state[key], target, temporal_init)
+        if value is None:
+            missing.append(model_key)
+        else:
+            updates.append((target, value))
+    unused = sorted((key for target, key in mapping.items() if target not in targets), key=_natural)
+    if strict and unused:
+        raise CheckpointError(
+            f"checkpoint keys with no place in the model: {_shown(unused)} (a checkpoint of "
+            "another depth or variant?); pass strict=False to ignore them"
+        )
+    with torch.no_grad():
+        for target, value in updates:
+            target.copy_(value.to(target.dtype))
+    return sorted(missing)
+
+
+def load_2d_swin_weights(
+    model: nn.Module, path: str | Path, *, strict: bool = True, temporal_init: str = "center"
+) -> list[str]:
+    """Inflate an ImageNet 2D Swin checkpoint file (``.pth`` or ``.safetensors``, reference or
+    timm key layout) into a :class:`SwinVideo`; returns the model keys it did not fill. See
+    :func:`inflate_swin_state_dict`."""
+    if temporal_init not in TEMPORAL_INITS:
+        raise ValueError(f"temporal_init must be one of {TEMPORAL_INITS}, got {temporal_init!r}")
+    try:
+        return inflate_swin_state_dict(
+            model, read_state_dict(path), strict=strict, temporal_init=temporal_init
+        )
+    except CheckpointError as error:
+        if str(path) in str(error):
+            raise
+        raise CheckpointError(f"{path}: {error}") from error
+
+
+def load_2d_weights(model: nn.Module, path: str | Path, **options) -> list[str]:
+    """Inflate an ImageNet 2D checkpoint file into ``model``, by its class: a
+    :class:`~sifa.models.resnet.ResNet3d` through :func:`load_2d_resnet_weights` (option
+    ``strict``), a :class:`~sifa.models.swin.SwinVideo` through :func:`load_2d_swin_weights`
+    (options ``strict``, ``temporal_init``). Returns the model keys it did not fill; any other
+    model raises :class:`CheckpointError` naming its class."""
+    from sifa.models.resnet import ResNet3d
+    from sifa.models.swin import SwinVideo
+
+    if isinstance(model, SwinVideo):
+        return load_2d_swin_weights(model, path, **options)
+    if isinstance(model, ResNet3d):
+        if "temporal_init" in options:
+            raise TypeError(
+                "temporal_init applies to Swin models only; a ResNet3d's stem is always "
+                "inflated at the centre tap"
+            )
+        return load_2d_resnet_weights(model, path, **options)
+    raise CheckpointError(
+        f"no 2D weights can be loaded into a {type(model).__name__} from {path}: only ResNet3d "
+        "and SwinVideo models are supported"
+    )
