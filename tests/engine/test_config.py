@@ -8,6 +8,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from sifa.engine.builders import build_optimizer
 from sifa.engine.config import ConfigError, from_yaml, load_config, to_yaml
 from sifa.engine.demo import DEMO_RECIPE
 
@@ -46,6 +47,8 @@ def test_file_then_overrides_onto_defaults(tmp_path):
         ("data:\n  train: {format: avi_folder, root: /v}\n", [], "data.train.format"),
         ("data:\n  train: {annotations: a.txt}\n", [], "data.train.root"),
         ("", ["epochs"], "epochs"),
+        ("", ["optim.no_weight_decay=head.*"], "optim.no_weight_decay"),
+        ("optim:\n  lr_scales: {'*': -1}\n", [], "optim.lr_scales"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, overrides, named):
@@ -75,7 +78,8 @@ def test_every_recipe_loads_and_builds_its_model(recipe):
     config = load_config(recipe)
     switches = OmegaConf.to_container(config.model.switches)
     assert config.model.name in sifa.list_models()
-    sifa.create_model(config.model.name, num_classes=3, **switches)  # the switches exist
+    model = sifa.create_model(config.model.name, num_classes=3, **switches)  # the switches exist
+    build_optimizer(config, model)  # its parameter-group patterns match the model
     assert "expected" in recipe.read_text().lower()  # the paper's number is stated
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from fnmatch import fnmatchcase
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -13,9 +14,9 @@ from torch import nn
 from sifa.data.datasets import VideoClipDataset
 from sifa.data.sampling import DenseSampler
 from sifa.data.transforms import eval_transform, train_transform
-from sifa.engine.config import ConfigError, dataset_spec
+from sifa.engine.config import ConfigError, check_lr_scales, dataset_spec
 from sifa.engine.schedule import WarmupCosine
-from sifa.models import create_model, load_2d_resnet_weights
+from sifa.models import create_model, load_2d_weights
 
 logger = logging.getLogger(__name__)
 
@@ -88,26 +89,103 @@ def build_model(config: DictConfig, num_classes: int) -> nn.Module:
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model: {error}") from error
     if config.model.pretrained:
-        not_filled = load_2d_resnet_weights(model, config.model.pretrained)
+        not_filled = load_2d_weights(model, config.model.pretrained)
         logger.info("inflated %s; %d keys left at init", config.model.pretrained, len(not_filled))
     return model
 
 
-def build_optimizer(config: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+def parameter_groups(config: DictConfig, model: nn.Module) -> list[dict]:
+    """The trainable parameters of ``model`` in optimiser parameter groups.
+
+    A parameter gets weight decay ``optim.weight_decay`` unless it is 1-D and
+    ``optim.decay_norm_and_bias`` is false, or an ``optim.no_weight_decay`` pattern matches its
+    name; its learning rate is ``optim.lr`` times the scale of the first ``optim.lr_scales``
+    pattern that matches its name (1.0 if none). One group per distinct (scale, weight decay),
+    none empty, each with its own ``lr`` (``optim.lr * scale``), ``weight_decay`` and
+    ``lr_scale``: the scheduler's LambdaLR multiplies every group's initial ``lr`` by the same
+    factor, so each group follows the schedule at its own scale (min_lr scaled alike). The
+    first group is the one at the base learning rate with weight decay where there is one (the
+    lr the trainer logs), the others follow in the order of their first parameter.
+
+    A pattern that matches no parameter of the model (trainable or not), or an ``lr_scales``
+    pattern whose parameters all went to earlier patterns, is a :class:`ConfigError`.
+    """
     optim = config.optim
-    params = [p for p in model.parameters() if p.requires_grad]
+    scales = check_lr_scales(config)
+    named = list(model.named_parameters())
+    names = [name for name, _ in named]
+    no_decay = [str(pattern) for pattern in optim.no_weight_decay]
+    _check_patterns("optim.no_weight_decay", no_decay, names, config, first_match=False)
+    _check_patterns("optim.lr_scales", list(scales), names, config, first_match=True)
+
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in named:
+        if not param.requires_grad:
+            continue
+        decayed = optim.decay_norm_and_bias or param.ndim > 1
+        decayed = decayed and not any(fnmatchcase(name, pattern) for pattern in no_decay)
+        scale = next((s for pattern, s in scales.items() if fnmatchcase(name, pattern)), 1.0)
+        key = (scale, float(optim.weight_decay) if decayed else 0.0)
+        groups.setdefault(key, []).append(param)
+    base = (1.0, float(optim.weight_decay))
+    order = sorted(groups, key=lambda key: key != base)  # stable: the rest keep their order
+    result = [
+        {"params": groups[key], "lr": optim.lr * key[0], "weight_decay": key[1], "lr_scale": key[0]}
+        for key in order
+    ]
+    if len(result) > 1:
+        logger.info(
+            "optimizer parameter groups: %s",
+            "; ".join(
+                f"{len(g['params'])} tensors ({sum(p.numel() for p in g['params']):,} values) "
+                f"lr x{g['lr_scale']:g}, weight decay {g['weight_decay']:g}"
+                for g in result
+            ),
+        )
+    return result
+
+
+def _check_patterns(
+    field: str, patterns: list[str], names: list[str], config: DictConfig, *, first_match: bool
+) -> None:
+    """Every pattern matches a parameter name; with ``first_match``, one that no earlier
+    pattern matches."""
+    taken: set[str] = set()
+    for index, pattern in enumerate(patterns):
+        matched = {name for name in names if fnmatchcase(name, pattern)}
+        if not matched:
+            examples = ", ".join(names[:3] + names[-2:]) if len(names) > 5 else ", ".join(names)
+            raise ConfigError(
+                f"{field}: pattern {pattern!r} matches no parameter of {config.model.name} "
+                f"(shell-style patterns on names such as {examples})"
+            )
+        if first_match and matched <= taken:
+            earlier = [p for p in patterns[:index] if any(fnmatchcase(n, p) for n in matched)]
+            raise ConfigError(
+                f"{field}: every parameter that pattern {pattern!r} matches already goes to the "
+                f"earlier {', '.join(map(repr, earlier))} (the first matching pattern wins): "
+                "reorder or remove it"
+            )
+        taken |= matched
+
+
+def build_optimizer(config: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW over the trainable parameters of ``model``, in the groups of
+    :func:`parameter_groups`."""
+    optim = config.optim
+    if optim.name == "sgd" and optim.nesterov and optim.momentum <= 0:
+        raise ConfigError("optim.nesterov needs optim.momentum > 0")
+    groups = parameter_groups(config, model)
     if optim.name == "sgd":
-        if optim.nesterov and optim.momentum <= 0:
-            raise ConfigError("optim.nesterov needs optim.momentum > 0")
         return torch.optim.SGD(
-            params,
+            groups,
             lr=optim.lr,
             momentum=optim.momentum,
             nesterov=optim.nesterov,
             weight_decay=optim.weight_decay,
         )
     return torch.optim.AdamW(
-        params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay
+        groups, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay
     )
 
 

@@ -73,7 +73,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "sifa_resnet50"
     switches: dict[str, Any] = field(default_factory=dict)  # keyword switches of create_model
-    pretrained: str | None = None  # ImageNet 2D ResNet checkpoint to inflate
+    pretrained: str | None = None  # ImageNet 2D ResNet or Swin checkpoint to inflate
     sync_batchnorm: bool = False
 
 
@@ -92,6 +92,22 @@ class OptimConfig:
     clip_grad_norm: float | None = 40.0
     accumulate: int = 1  # micro-batches per update
     label_smoothing: float = 0.0
+    # Parameter groups (build_optimizer makes one per distinct lr scale and weight decay).
+    # Patterns are shell-style (fnmatch, case-sensitive; `*` also crosses dots) on the names of
+    # model.named_parameters(): "head.*", "*relative_position_bias_table", "layers.[01].*". A
+    # pattern that matches no parameter is an error, so that a typo cannot silently do nothing.
+    # In YAML, quote a pattern that starts with `*`.
+    #
+    # False: no weight decay on any 1-D parameter (norm weights, biases), the usual practice
+    # for transformers; True: weight decay on every parameter not in no_weight_decay.
+    decay_norm_and_bias: bool = True
+    # Patterns whose parameters get weight decay 0 (in addition to decay_norm_and_bias).
+    no_weight_decay: list[str] = field(default_factory=list)
+    # Pattern -> multiplier (a number >= 0) of optim.lr, and of optim.min_lr, for the parameters
+    # it matches. Tried in the given order, the first matching pattern wins; parameters no
+    # pattern matches keep 1.0. A pattern that earlier patterns leave without parameters is an
+    # error too. {"head.*": 1.0, "*": 0.1}: the backbone at 0.1x the head's learning rate.
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,6 +175,7 @@ def validate(config: DictConfig, source: str = "config") -> None:
             raise ConfigError(f"{source}: {key} must be >= {minimum}, got {value!r}")
     if not 0 <= config.optim.label_smoothing < 1:
         raise ConfigError(f"{source}: optim.label_smoothing must be in [0, 1)")
+    check_lr_scales(config, source)
     if config.data.test_crop_size > config.data.test_short_side:
         raise ConfigError(f"{source}: data.test_crop_size must be <= data.test_short_side")
     for split in ("train", "val"):
@@ -167,6 +184,26 @@ def validate(config: DictConfig, source: str = "config") -> None:
             raise ConfigError(
                 f"{source}: data.{split}.format must be one of {FORMATS}, got {dataset.format!r}"
             )
+
+
+def check_lr_scales(config: DictConfig, source: str = "config") -> dict[str, float]:
+    """``optim.lr_scales`` as an ordered ``{pattern: scale}``, each scale a finite number >= 0."""
+    scales = {}
+    for pattern, scale in config.optim.lr_scales.items():
+        number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+        if not number or not math.isfinite(scale) or scale < 0:
+            hint = ""
+            if OmegaConf.is_dict(scale):
+                hint = (
+                    " (a pattern with dots given as a dotted key on the command line is split at "
+                    "its dots: write optim.lr_scales='{\"head.*\": 1.0}' or put it in the YAML)"
+                )
+            raise ConfigError(
+                f"{source}: optim.lr_scales[{str(pattern)!r}] must be a finite number >= 0, "
+                f"got {scale!r}{hint}"
+            )
+        scales[str(pattern)] = float(scale)
+    return scales
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
