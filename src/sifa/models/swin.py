@@ -555,8 +555,12 @@ _SIFA_SWIN_B_PAPER = {
 }
 _BASELINE_NOTE = "per-frame Swin: the same network without SIFA and the temporal conv"
 
-sifa_swin_t = register_model(partial(_sifa_swin, "t"), name="sifa_swin_t")
-sifa_swin_s = register_model(partial(_sifa_swin, "s"), name="sifa_swin_s")
+sifa_swin_t = register_model(
+    partial(_sifa_swin, "t"), name="sifa_swin_t", note="SIFA-Transformer on Swin-T"
+)
+sifa_swin_s = register_model(
+    partial(_sifa_swin, "s"), name="sifa_swin_s", note="SIFA-Transformer on Swin-S"
+)
 sifa_swin_b = register_model(
     partial(_sifa_swin, "b"),
     name="sifa_swin_b",
