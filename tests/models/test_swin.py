@@ -286,7 +286,7 @@ def test_drop_path_drops_whole_clips_in_training_only():
     out = block(x)
     per_clip = out.flatten(1)
     changed = per_clip.abs().amax(1) > 0
-    # Each clip either kept both branches or dropped them: outputs are 0 or the kept value.
+    # Whole clips keep the MLP branch (non-zero output) or drop it (zero output).
     assert 10 < int(changed.sum()) < 64
     block.eval()
     assert (block(x).flatten(1).abs().amax(1) > 0).all()

@@ -17,7 +17,6 @@ addition for CPU experiments; the paper uses ResNet-50 and ResNet-101.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable
 from functools import partial
 from typing import NamedTuple
@@ -27,6 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sifa.models.registry import register_model
+from sifa.models.switches import (
+    check_clips,
+    check_flag,
+    check_int,
+    check_rate,
+    sifa_block_options,
+)
 from sifa.nn import GlobalContext, InterFrameAttention, temporal_shift
 
 STAGES = ("res2", "res3", "res4", "res5")  # torchvision's layer1 ... layer4
@@ -126,16 +132,6 @@ class Bottleneck(nn.Module):
         return self.relu(out + shortcut)
 
 
-def _check_flag(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def parse_sifa_stages(stages: str | Iterable[str]) -> tuple[str, ...]:
     """Stages as a sorted tuple; accepts ``("res4", "res5")`` or ``"res4,res5"``."""
     if isinstance(stages, str):
@@ -188,15 +184,14 @@ class ResNet3d(nn.Module):
         super().__init__()
         if temporal not in TEMPORAL_CHOICES:
             raise ValueError(f"temporal must be one of {TEMPORAL_CHOICES}, got {temporal!r}")
-        _check_int("num_classes", num_classes, 1)
-        _check_flag("dual_head", dual_head)
-        _check_flag("gc_blocks", gc_blocks)
-        _check_flag("zero_init_residual", zero_init_residual)
-        _check_int("stem_temporal_stride", stem_temporal_stride, 1)
-        _check_int("shift_div", shift_div, 2)
-        _check_int("base_width", base_width, 1)
-        if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        check_int("num_classes", num_classes, 1)
+        check_flag("dual_head", dual_head)
+        check_flag("gc_blocks", gc_blocks)
+        check_flag("zero_init_residual", zero_init_residual)
+        check_int("stem_temporal_stride", stem_temporal_stride, 1)
+        check_int("shift_div", shift_div, 2)
+        check_int("base_width", base_width, 1)
+        check_rate("dropout", dropout)
         self.block = block
         self.temporal = temporal
         self.gc_blocks = gc_blocks
@@ -280,15 +275,7 @@ class ResNet3d(nn.Module):
                 nn.init.zeros_(m.bn2.weight)
 
     def check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[1] != 3:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected RGB clips (N, 3, T, H, W), got {shape}")
-        frames = x.shape[2]
-        if frames < self.stem_temporal_stride or frames % self.stem_temporal_stride:
-            raise ValueError(
-                f"clip length T={frames} must be a positive multiple of "
-                f"stem_temporal_stride={self.stem_temporal_stride}"
-            )
+        check_clips(x, self.stem_temporal_stride, "stem_temporal_stride")
         if min(x.shape[3:]) < 32:
             raise ValueError(f"clips must be at least 32x32 pixels, got {tuple(x.shape[3:])}")
 
@@ -316,7 +303,7 @@ class ResNet3d(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """New, freshly initialised classifier(s) for ``num_classes`` classes."""
-        _check_int("num_classes", num_classes, 1)
+        check_int("num_classes", num_classes, 1)
         self.num_classes = num_classes
         device = self.fc.weight.device
         self.fc = nn.Linear(self.num_features, num_classes, device=device)
@@ -356,16 +343,10 @@ def _sifa_resnet(
     sifa_groups: int = 1,
 ) -> ResNet3d:
     block, layers = _DEPTHS[depth]
-    sifa_options = dict(
-        offsets=offsets,
-        kernel_size=sifa_kernel_size,
-        dilation=sifa_dilation,
-        groups=sifa_groups,
-        scale=scale,
-        normalize=normalize,
-        msm=msm,
-        offset_init=offset_init,
-    )
+    sifa_options = sifa_block_options(
+        offsets=offsets, msm=msm, offset_init=offset_init, scale=scale, normalize=normalize,
+        sifa_kernel_size=sifa_kernel_size, sifa_dilation=sifa_dilation, sifa_groups=sifa_groups,
+    )  # fmt: skip
     return ResNet3d(
         block,
         layers,

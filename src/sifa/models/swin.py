@@ -21,7 +21,6 @@ ImageNet Swin checkpoints inflate into it (:func:`sifa.models.load_2d_swin_weigh
 
 from __future__ import annotations
 
-import numbers
 from functools import partial
 
 import torch
@@ -30,19 +29,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sifa.models.registry import register_model
+from sifa.models.switches import check_clips, check_flag, check_int, check_rate, sifa_block_options
 from sifa.nn import InterFrameAggregation
 
 TEMPORAL_CHOICES = ("sifa", "none")
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_rate(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -93,6 +83,12 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size - 1) ** 2, num_heads)
         )
+        # The full window's index, built once (not saved: it follows from window_size).
+        self.register_buffer(
+            "relative_position_index",
+            relative_position_index((window_size, window_size), window_size),
+            persistent=False,
+        )
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
@@ -101,8 +97,11 @@ class WindowAttention(nn.Module):
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
         """``(heads, n, n)`` bias for a ``window`` of ``n = wh * ww`` tokens."""
-        index = relative_position_index(window, self.window_size)
-        index = index.to(self.relative_position_bias_table.device)
+        if window == (self.window_size, self.window_size):
+            index = self.relative_position_index
+        else:  # a map smaller than the window: the central part of the table
+            index = relative_position_index(window, self.window_size)
+            index = index.to(self.relative_position_bias_table.device)
         n = window[0] * window[1]
         bias = self.relative_position_bias_table[index.flatten()].view(n, n, self.num_heads)
         return bias.permute(2, 0, 1)
@@ -364,13 +363,13 @@ class SwinVideo(nn.Module):
         for name, value in (("embed_dim", embed_dim), ("window_size", window_size),
                             ("patch_size", patch_size), ("tubelet_size", tubelet_size),
                             ("num_classes", num_classes)):  # fmt: skip
-            _check_int(name, value, 1)
+            check_int(name, value, 1)
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {depths} and num_heads {num_heads} differ in length")
-        _check_rate("drop_path_rate", drop_path_rate)
-        _check_rate("dropout", dropout)
-        if not isinstance(temporal_conv, bool) or not isinstance(gradient_checkpointing, bool):
-            raise TypeError("temporal_conv and gradient_checkpointing must be True or False")
+        check_rate("drop_path_rate", drop_path_rate)
+        check_rate("dropout", dropout)
+        check_flag("temporal_conv", temporal_conv)
+        check_flag("gradient_checkpointing", gradient_checkpointing)
         self.temporal = temporal
         self.tubelet_size = tubelet_size
         self.patch_size = patch_size
@@ -426,15 +425,7 @@ class SwinVideo(nn.Module):
             stage.gradient_checkpointing = enabled
 
     def check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[1] != 3:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"expected RGB clips (N, 3, T, H, W), got {shape}")
-        frames = x.shape[2]
-        if frames < self.tubelet_size or frames % self.tubelet_size:
-            raise ValueError(
-                f"clip length T={frames} must be a positive multiple of "
-                f"tubelet_size={self.tubelet_size}"
-            )
+        check_clips(x, self.tubelet_size, "tubelet_size")
         if min(x.shape[3:]) < self.patch_size:
             raise ValueError(
                 f"clips must be at least {self.patch_size} pixels high and wide, "
@@ -458,7 +449,7 @@ class SwinVideo(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """A new, freshly initialised classifier for ``num_classes`` classes."""
-        _check_int("num_classes", num_classes, 1)
+        check_int("num_classes", num_classes, 1)
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes, device=self.head.weight.device)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
@@ -476,6 +467,15 @@ _VARIANTS = {
 # Stochastic depth: 0.5 for Swin-B in the authors' setting (SPEC section 3); Video Swin's
 # Kinetics-400 values for the smaller variants.
 _DROP_PATH = {"t": 0.1, "s": 0.2, "b": 0.5}
+
+
+def _swin_video(variant: str, temporal: str, drop_path_rate: float | None, **switches):
+    """The ``variant``'s Swin with its default stochastic depth unless one is given."""
+    if drop_path_rate is None:
+        drop_path_rate = _DROP_PATH[variant]
+    return SwinVideo(
+        temporal=temporal, **_VARIANTS[variant], drop_path_rate=drop_path_rate, **switches
+    )
 
 
 def _sifa_swin(
@@ -498,29 +498,16 @@ def _sifa_swin(
     sifa_dilation: int = 1,
     sifa_groups: int = 1,
 ) -> SwinVideo:
-    sifa_options = dict(
-        offsets=offsets,
-        kernel_size=sifa_kernel_size,
-        dilation=sifa_dilation,
-        groups=sifa_groups,
-        scale=scale,
-        normalize=normalize,
-        msm=msm,
-        offset_init=offset_init,
-    )
-    return SwinVideo(
-        temporal="sifa",
-        **_VARIANTS[variant],
-        num_classes=num_classes,
-        drop_path_rate=_DROP_PATH[variant] if drop_path_rate is None else drop_path_rate,
-        dropout=dropout,
-        window_size=window_size,
-        patch_size=patch_size,
-        tubelet_size=tubelet_size,
-        temporal_conv=temporal_conv,
-        sifa_options=sifa_options,
+    sifa_options = sifa_block_options(
+        offsets=offsets, msm=msm, offset_init=offset_init, scale=scale, normalize=normalize,
+        sifa_kernel_size=sifa_kernel_size, sifa_dilation=sifa_dilation, sifa_groups=sifa_groups,
+    )  # fmt: skip
+    return _swin_video(
+        variant, "sifa", drop_path_rate, num_classes=num_classes, dropout=dropout,
+        window_size=window_size, patch_size=patch_size, tubelet_size=tubelet_size,
+        temporal_conv=temporal_conv, sifa_options=sifa_options,
         gradient_checkpointing=gradient_checkpointing,
-    )
+    )  # fmt: skip
 
 
 def _swin(
@@ -534,17 +521,11 @@ def _swin(
     tubelet_size: int = 4,
     gradient_checkpointing: bool = False,
 ) -> SwinVideo:
-    return SwinVideo(
-        temporal="none",
-        **_VARIANTS[variant],
-        num_classes=num_classes,
-        drop_path_rate=_DROP_PATH[variant] if drop_path_rate is None else drop_path_rate,
-        dropout=dropout,
-        window_size=window_size,
-        patch_size=patch_size,
-        tubelet_size=tubelet_size,
+    return _swin_video(
+        variant, "none", drop_path_rate, num_classes=num_classes, dropout=dropout,
+        window_size=window_size, patch_size=patch_size, tubelet_size=tubelet_size,
         gradient_checkpointing=gradient_checkpointing,
-    )
+    )  # fmt: skip
 
 
 _SIFA_SWIN_B_PAPER = {

@@ -80,6 +80,14 @@ def _source_key(key: str) -> str:
     return key
 
 
+def _inflate_at_centre(value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A 2D kernel ``(O, I, k, k)`` as ``shape`` ``(O, I, t, k, k)``: at temporal index
+    ``t // 2``, zeros elsewhere."""
+    inflated = value.new_zeros(shape)
+    inflated[:, :, shape[2] // 2] = value
+    return inflated
+
+
 def _inflate(key: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``value`` shaped for ``target``: 2D kernels become ``1 x k x k``; the stem's ``k x k``
     kernel goes to temporal index ``t // 2`` of ``t`` with zeros elsewhere (index 2 of 4)."""
@@ -90,10 +98,7 @@ def _inflate(key: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tenso
         and target.dim() == 5
         and value.shape == target.shape[:2] + target.shape[3:]
     ):
-        depth = target.shape[2]
-        inflated = value.new_zeros(target.shape)
-        inflated[:, :, depth // 2] = value
-        return inflated
+        return _inflate_at_centre(value, target.shape)
     raise CheckpointError(
         f"checkpoint key {_source_key(key)!r} has shape {tuple(value.shape)}, which cannot fill "
         f"model key {key!r} of shape {tuple(target.shape)}"
@@ -225,12 +230,9 @@ def _swin_value(
         and target.dim() == 5
         and value.shape == target.shape[:2] + target.shape[3:]
     ):
-        depth = target.shape[2]
         if temporal_init == "average":
-            return value.unsqueeze(2).expand(target.shape) / depth
-        inflated = value.new_zeros(target.shape)
-        inflated[:, :, depth // 2] = value
-        return inflated
+            return value.unsqueeze(2).expand(target.shape) / target.shape[2]
+        return _inflate_at_centre(value, target.shape)
     if model_key.endswith(".relative_position_bias_table") and value.dim() == 2:
         old, new = (round(n**0.5) for n in (value.shape[0], target.shape[0]))
         if (

@@ -124,9 +124,6 @@ class InterFrameAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``Y_t = X_t + A_t`` for ``t < T-1`` and ``Y_{T-1} = X_{T-1}``; same shape as ``x``."""
-        if x.dim() == 5 and x.shape[2] == 1:
-            self.aggregate(x)  # checks the shape
-            return x
         return torch.cat((x[:, :, :-1] + self.aggregate(x), x[:, :, -1:]), dim=2)
 
     def aggregate(self, x: torch.Tensor) -> torch.Tensor:

@@ -81,12 +81,9 @@ def measure_complexity(model: nn.Module, frames: int, size: int) -> Complexity:
     def gmacs(module_name: str) -> float:
         return sum(counts.get(module_name, {}).values()) / 2e9
 
-    sifa_names = [
-        f"{root}.{n}" for n, m in model.named_modules() if isinstance(m, InterFrameAttention)
-    ]
-    temporal_conv_names = [
-        f"{root}.{n}" for n, m in model.named_modules() if isinstance(m, TemporalConv)
-    ]
+    def gmacs_of(kind: type[nn.Module]) -> float:
+        return sum(gmacs(f"{root}.{n}") for n, m in model.named_modules() if isinstance(m, kind))
+
     op_flops = sum(
         flops
         for op, flops in counts.get("Global", {}).items()
@@ -98,9 +95,9 @@ def measure_complexity(model: nn.Module, frames: int, size: int) -> Complexity:
         gmacs=counter.get_total_flops() / 2e9,
         params=sum(p.numel() for p in model.parameters()),
         parts={name: gmacs(f"{root}.{name}") for name in _part_names(model)},
-        sifa_gmacs=sum(gmacs(n) for n in sifa_names),
+        sifa_gmacs=gmacs_of(InterFrameAttention),
         sifa_op_gmacs=op_flops / 2e9,
-        temporal_conv_gmacs=sum(gmacs(n) for n in temporal_conv_names),
+        temporal_conv_gmacs=gmacs_of(TemporalConv),
         added_params=_added_params(model),
     )
 
