@@ -76,3 +76,32 @@ def regular_window_attention(query, key, kernel_size=3, dilation=1, scale=None):
     scale = 1.0 / channels if scale is None else scale
     scores = (query.unsqueeze(2) * windows).sum(1, keepdim=True) * scale
     return (scores * windows).sum(2)
+
+
+def slow_attention_weights(
+    query, key, offset, kernel_size=3, dilation=1, groups=1, scale=None, normalize="none"
+):
+    """``(B, G, k*k, H, W)``: the weight of every tap, position by position, as the operator
+    defines it (scaled dot products per group, softmax over the taps when asked)."""
+    batch, channels, height, width = query.shape
+    k = kernel_size
+    per_group = channels // groups
+    scale = 1.0 / per_group if scale is None else scale
+    centre = (k - 1) / 2
+    weights = torch.zeros(batch, groups, k * k, height, width, dtype=query.dtype)
+    for b in range(batch):
+        for y in range(height):
+            for x in range(width):
+                for n in range(k * k):
+                    i, j = divmod(n, k)
+                    sy = y + (i - centre) * dilation + offset[b, 2 * n, y, x]
+                    sx = x + (j - centre) * dilation + offset[b, 2 * n + 1, y, x]
+                    value = bilinear_sample(key[b], sy, sx)
+                    for g in range(groups):
+                        part = slice(g * per_group, (g + 1) * per_group)
+                        weights[b, g, n, y, x] = scale * torch.dot(
+                            query[b, part, y, x], value[part]
+                        )
+    if normalize == "softmax":
+        weights = weights.softmax(dim=2)
+    return weights

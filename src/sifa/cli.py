@@ -150,6 +150,67 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.out, epochs=args.epochs, progress=not args.quiet)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from sifa.deploy import export_checkpoint
+
+    result = export_checkpoint(
+        args.checkpoint,
+        format=args.format,
+        frames=args.frames,
+        size=args.size,
+        out=args.out,
+        decompose=True if args.decompose else None,
+        optimize=not args.no_optimize,
+        check=not args.no_check,
+    )
+    megabytes = result.path.stat().st_size / 2**20
+    shape = ", ".join(str(d) for d in result.input_shape)
+    print(
+        f"wrote {result.path} ({megabytes:.1f} MiB) in {result.seconds:.1f} s: "
+        f"input 'clip' ({shape}) float32, output 'logits' (batch, classes)"
+    )
+    if result.max_abs_diff is None:
+        print(result.check_note)
+    else:
+        runtime = "onnxruntime" if result.format == "onnx" else "torch.export.load"
+        print(
+            f"checked with {runtime} on a batch of {result.checked_batch}: largest logit "
+            f"difference to PyTorch {result.max_abs_diff:.2g}"
+        )
+
+
+def _visualize(args: argparse.Namespace) -> None:
+    from sifa.tools.visualize import visualize_video
+
+    summary = visualize_video(
+        args.video,
+        args.checkpoint,
+        args.out,
+        stages=args.stage,
+        points=args.points,
+        queries=args.query,
+        pair=args.pair,
+        gif=args.gif,
+        start=args.start,
+        backend=args.backend,
+    )
+    top = ", ".join(f"{p['label']} {p['score']:.3f}" for p in summary["prediction"])
+    print(f"{args.video}: {top}")
+    for stage in summary["stages"]:
+        t, h, w = stage["feature_size"]
+        pairs = len(stage["pairs"])
+        print(f"  {stage['stage']:<12} {stage['module']} ({t}x{h}x{w}): {pairs} pair(s)")
+    print("wrote " + ", ".join(summary["files"]))
+
+
+def _point(text: str) -> tuple[float, float]:
+    try:
+        y, x = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Y,X in input pixels, got {text!r}") from None
+    return y, x
+
+
 def _make_synthetic(args: argparse.Namespace) -> None:
     from sifa.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
@@ -391,6 +452,62 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--workers", type=int, default=4, help="parallel decoding threads")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(run=_check_data)
+
+    export = commands.add_parser(
+        "export",
+        help="a checkpoint as ONNX or a torch.export program, batch size left free",
+        description="Export a training checkpoint for clips (batch, 3, FRAMES, SIZE, SIZE) with "
+        "a free batch size. ONNX files use standard operators only (the SIFA operator becomes "
+        "GridSample and matrix products) and run in onnxruntime; a torch.export program (.pt2) "
+        "keeps the fused SIFA operator (load it after `import sifa`) unless --decompose. The "
+        "file carries the class names and preprocessing as metadata, and is checked against "
+        "the model on a random clip after writing.",
+    )
+    export.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
+    export.add_argument("--format", required=True, choices=("onnx", "torch-export"))
+    export.add_argument("--frames", type=int, help="frames per clip (default: data.clip_len)")
+    export.add_argument("--size", type=int, help="height and width (default: data.test_crop_size)")
+    export.add_argument("--out", help="output file (default: RUN/export/MODEL_FxS.onnx|pt2)")
+    export.add_argument(
+        "--decompose", action="store_true",
+        help="torch-export: standard aten ops instead of the SIFA op (loads without sifa)",
+    )  # fmt: skip
+    export.add_argument(
+        "--no-optimize", action="store_true", help="onnx: skip the exporter's graph optimisation"
+    )
+    export.add_argument(
+        "--no-check", action="store_true", help="do not run the written file to compare"
+    )
+    export.set_defaults(run=_export)
+
+    visualize = commands.add_parser(
+        "visualize",
+        help="pictures of the points SIFA attends to and the motion saliency, per stage",
+        description="For one clip of VIDEO (sampled and cropped as in evaluation), draw per "
+        "SIFA stage: frame t with query points, frame t+1 with each query's k x k deformed "
+        "sampling points (area ~ |attention weight|), and the motion saliency map. Writes "
+        "OUT/STAGE.png, OUT/STAGE.gif with --gif, and OUT/points.json with every coordinate "
+        "(input pixels of the network's input crop) and weight drawn.",
+    )
+    visualize.add_argument("video", help="a video file")
+    visualize.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
+    visualize.add_argument("--out", required=True, help="output folder")
+    visualize.add_argument(
+        "--stage", action="append",
+        help="a stage (e.g. layer3, layers.2) or SIFA block path; repeat for more (default: all)",
+    )  # fmt: skip
+    visualize.add_argument(
+        "--points", type=int, default=4, help="query points: the most salient positions"
+    )
+    visualize.add_argument(
+        "--query", type=_point, action="append", metavar="Y,X",
+        help="a query point in input pixels instead of --points; repeat for more",
+    )  # fmt: skip
+    visualize.add_argument("--pair", type=int, default=0, help="frame pair drawn in the PNG")
+    visualize.add_argument("--gif", action="store_true", help="also an animated GIF of all pairs")
+    visualize.add_argument("--start", type=int, help="first frame of the clip (default: centre)")
+    visualize.add_argument("--backend", default="pyav", choices=("pyav", "decord"))
+    visualize.set_defaults(run=_visualize)
 
     synthetic = commands.add_parser(
         "make-synthetic",

@@ -12,7 +12,8 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], object])
     in the same folder (created if needed), so the move is atomic; it is removed on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # The suffix is kept: some writers (torch.export.save) check it.
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         write(temporary)
         os.replace(temporary, path)

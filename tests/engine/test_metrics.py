@@ -39,13 +39,13 @@ LABELS = [1, 2, 1, 1]
 def drawn_figures(monkeypatch):
     """The matplotlib figures the plot functions save, in order."""
     figures = []
-    save = metrics._save_png
+    save = metrics.save_png
 
     def recording_save(figure, path):
         figures.append(figure)
         return save(figure, path)
 
-    monkeypatch.setattr(metrics, "_save_png", recording_save)
+    monkeypatch.setattr(metrics, "save_png", recording_save)
     return figures
 
 

@@ -11,7 +11,11 @@ from torch.func import functional_call
 
 from sifa.nn import InterFrameAggregation, InterFrameAttention
 
-from loop_reference import regular_window_attention, slow_inter_frame_attention
+from loop_reference import (
+    regular_window_attention,
+    slow_attention_weights,
+    slow_inter_frame_attention,
+)
 
 F64 = torch.float64
 
@@ -196,3 +200,33 @@ def test_bad_switches_are_named(kwargs, error, message):
 def test_bad_clip_shape_is_named(shape):
     with pytest.raises(ValueError, match=r"expects clips \(N, C, T, H, W\) with C=4, got"):
         InterFrameAttention(4)(torch.zeros(shape))
+
+
+INTERNALS_SWITCHES = [dict(), dict(msm="paper", normalize="softmax", groups=2, dilation=2)]
+
+
+@pytest.mark.parametrize("switches", INTERNALS_SWITCHES, ids=["default", "softmax-g2-d2"])
+def test_internals_are_the_saliency_offsets_and_weights_of_every_pair(switches):
+    x = clip(n=2, t=3)
+    block = module(**switches)
+    internals = block.internals(x)
+    weight = block.offset_conv.weight
+    scale = None if "groups" not in switches else 1 / 2  # "1/C" per group of 2 channels
+    for n in range(2):
+        for t in range(2):
+            current, following = x[n : n + 1, :, t], x[n : n + 1, :, t + 1]
+            gate = 1 / (1 + torch.exp(-(following - current)))
+            saliency = gate * following + (following if "msm" not in switches else 0)
+            offset = F.conv2d(saliency, weight, padding=1)
+            weights = slow_attention_weights(
+                current, following, offset, scale=scale,
+                **{k: v for k, v in switches.items() if k != "msm"},
+            )  # fmt: skip
+            torch.testing.assert_close(internals.saliency[n, :, t], saliency[0])
+            torch.testing.assert_close(internals.offsets[n, t], offset[0].view(9, 2, 3, 4))
+            torch.testing.assert_close(internals.weights[n, t], weights[0])
+
+
+def test_internals_need_a_frame_pair():
+    with pytest.raises(ValueError, match=r"internals need clips of 2 frames or more"):
+        module().internals(clip(t=1))

@@ -40,3 +40,24 @@ def test_compile_fullgraph_matches_eager_forward_and_backward():
     y_compiled.backward(grad)
     torch.testing.assert_close(x_compiled.grad, x_eager.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(block.offset_conv.weight.grad, weight_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_decompositions_replace_the_op_by_standard_aten_ops():
+    from sifa.ops import decompositions
+
+    from loop_reference import slow_inter_frame_attention
+
+    block, x = _block_and_clip()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(block, (x,), dynamic_shapes={"x": {0: batch}})
+    table = torch.export.default_decompositions()
+    table.update(decompositions())
+    plain = program.run_decompositions(table)
+    assert _sifa_calls(plain.graph) == []
+    targets = {str(n.target) for n in plain.graph.nodes}
+    assert "aten.grid_sampler_2d.default" in targets
+    other = torch.randn(3, 8, 3, 6, 7)
+    with torch.no_grad():
+        offset = block.offsets(other[:, :, 0], other[:, :, 1])
+        first = other[:, :, 0] + slow_inter_frame_attention(other[:, :, 0], other[:, :, 1], offset)
+        torch.testing.assert_close(plain.module()(other)[:, :, 0], first, rtol=1e-5, atol=1e-5)

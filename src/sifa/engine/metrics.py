@@ -163,7 +163,7 @@ def classification_report(scores: Any, labels: Any, class_names: Sequence[str]) 
     }
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -172,7 +172,7 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _save_png(figure: Figure, path: str | os.PathLike[str]) -> Path:
+def save_png(figure: Figure, path: str | os.PathLike[str]) -> Path:
     """Writes ``figure`` to ``path`` atomically: a temporary file in the same folder, replaced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +217,7 @@ def plot_confusion_matrix(
 
     labelled = num_classes <= _MAX_LABELLED_CLASSES
     side = max(6.0, 0.3 * num_classes + 3.0) if labelled else 10.0
-    figure = _new_figure(side + 1.5, side)  # the extra width holds the colour bar
+    figure = new_figure(side + 1.5, side)  # the extra width holds the colour bar
     axes = figure.add_subplot()
     image = axes.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
     figure.colorbar(image, ax=axes, label=colour_label, shrink=0.8)
@@ -243,7 +243,7 @@ def plot_confusion_matrix(
             colour = "white" if value > 0.5 * vmax else "black"  # readable on dark cells
             axes.text(column, row, text_format.format(value), ha="center", va="center",
                       color=colour, fontsize=9)  # fmt: skip
-    return _save_png(figure, path)
+    return save_png(figure, path)
 
 
 def _curve(records: Sequence[Mapping[str, Any]], key: str, run: str) -> tuple[list, list]:
@@ -287,7 +287,7 @@ def plot_training_curves(
 
     from matplotlib.ticker import MaxNLocator
 
-    figure = _new_figure(6.0 * len(panels), 4.5)
+    figure = new_figure(6.0 * len(panels), 4.5)
     for position, (panel_title, y_label, lines) in enumerate(panels, start=1):
         axes = figure.add_subplot(1, len(panels), position)
         for run, colour, epochs, values in lines:
@@ -300,4 +300,4 @@ def plot_training_curves(
         axes.legend()
     if title is not None:
         figure.suptitle(title)
-    return _save_png(figure, path)
+    return save_png(figure, path)

@@ -144,22 +144,25 @@ def _window_reverse(windows: torch.Tensor, window: tuple[int, int], h: int, w: i
 def _shift_mask(h: int, w: int, window: tuple[int, int], shift: tuple[int, int],
                 device: torch.device) -> torch.Tensor:  # fmt: skip
     """Swin's attention mask for cyclically shifted windows on a padded ``h x w`` map:
-    ``(nW, n, n)``, 0 between tokens of the same region and -100 otherwise."""
-    region = torch.zeros(1, h, w, 1, device=device)
-    label = 0
-    for ys in _shift_slices(window[0], shift[0]):
-        for xs in _shift_slices(window[1], shift[1]):
-            region[:, ys, xs, :] = label
-            label += 1
+    ``(nW, n, n)``, 0 between tokens of the same region and -100 otherwise.
+
+    Rows fall in regions ``[0, h - window)``, ``[h - window, h - shift)``, ``[h - shift, h)``
+    (columns likewise); the labels come from comparisons rather than writes into a tensor, so
+    that exporters fold the mask into a constant."""
+    rows = _shift_regions(h, window[0], shift[0], device)
+    cols = _shift_regions(w, window[1], shift[1], device)
+    region = (rows.view(h, 1) * 3 + cols.view(1, w)).view(1, h, w, 1)
     regions = _window_partition(region, window).squeeze(-1)
     different = regions.unsqueeze(1) != regions.unsqueeze(2)
     return different.float() * -100.0
 
 
-def _shift_slices(window: int, shift: int) -> tuple[slice, ...]:
+def _shift_regions(size: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Region label 0, 1 or 2 of each position along one axis (all 0 without a shift)."""
+    position = torch.arange(size, device=device)
     if shift == 0:
-        return (slice(None),)
-    return (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+        return torch.zeros_like(position)
+    return (position >= size - window).long() + (position >= size - shift).long()
 
 
 class Mlp(nn.Module):

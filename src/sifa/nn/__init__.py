@@ -7,6 +7,7 @@ from sifa.nn.inter_frame_attention import (
     OFFSETS_CHOICES,
     InterFrameAggregation,
     InterFrameAttention,
+    Internals,
     motion_saliency,
 )
 from sifa.nn.temporal_shift import temporal_shift
@@ -18,6 +19,7 @@ __all__ = [
     "GlobalContext",
     "InterFrameAggregation",
     "InterFrameAttention",
+    "Internals",
     "motion_saliency",
     "temporal_shift",
 ]

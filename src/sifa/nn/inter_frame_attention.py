@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
-from sifa.ops import functional
+from sifa.ops import functional, reference
 from sifa.ops.backends import check_backend
 
 MSM_CHOICES = ("paper", "official")
@@ -26,6 +28,15 @@ def motion_saliency(current: torch.Tensor, following: torch.Tensor, msm: str) ->
     """
     gate = torch.sigmoid(following - current)
     return gate * following + following if msm == "official" else gate * following
+
+
+class Internals(NamedTuple):
+    """What one SIFA step computes for the ``T-1`` frame pairs of a clip (see
+    :meth:`InterFrameAttention.internals`), in feature-map pixels."""
+
+    saliency: torch.Tensor  # (N, C, T-1, H, W): motion saliency map M of each pair
+    offsets: torch.Tensor  # (N, T-1, k*k, 2, H, W): (dy, dx) of every tap
+    weights: torch.Tensor  # (N, T-1, G, k*k, H, W): attention weight of every tap
 
 
 class InterFrameAttention(nn.Module):
@@ -129,12 +140,7 @@ class InterFrameAttention(nn.Module):
     def aggregate(self, x: torch.Tensor) -> torch.Tensor:
         """The attended part alone: ``A_t`` for ``t = 0 ... T-2``, shape ``(N, C, T-1, H, W)``
         (empty in time for ``T = 1``). SIFA-Transformer adds it through its own norm."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[1] != self.channels:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(
-                f"InterFrameAttention expects clips (N, C, T, H, W) with C={self.channels}, "
-                f"got {shape}"
-            )
+        self._check_clip(x)
         n, c, t, h, w = x.shape
         if t == 1:
             return x[:, :, :0]
@@ -154,6 +160,39 @@ class InterFrameAttention(nn.Module):
             backend=self.backend,
         )
         return attended.view(n, t - 1, c, h, w).transpose(1, 2)
+
+    @torch.no_grad()
+    def internals(self, x: torch.Tensor) -> Internals:
+        """Motion saliency, offsets and attention weights of every frame pair of ``x``
+        ``(N, C, T, H, W)``, ``T >= 2``: what :meth:`aggregate` uses, for inspection and
+        pictures. The weights come from the reference implementation, whatever the backend."""
+        self._check_clip(x)
+        n, c, t, h, w = x.shape
+        if t < 2:
+            raise ValueError(f"internals need clips of 2 frames or more, got {tuple(x.shape)}")
+        frames = x.transpose(1, 2)
+        current = frames[:, :-1].reshape(n * (t - 1), c, h, w)
+        following = frames[:, 1:].reshape(n * (t - 1), c, h, w)
+        offsets = self.offsets(current, following)
+        weights = reference.attention_weights(
+            current, following, offsets, self.kernel_size, self.dilation, self.groups,
+            functional.resolve_scale(self.scale, c // self.groups), self.normalize,
+        )  # fmt: skip
+        saliency = motion_saliency(current, following, self.msm)
+        taps = self.kernel_size * self.kernel_size
+        return Internals(
+            saliency=saliency.view(n, t - 1, c, h, w).transpose(1, 2),
+            offsets=offsets.view(n, t - 1, taps, 2, h, w),
+            weights=weights.view(n, t - 1, self.groups, taps, h, w),
+        )
+
+    def _check_clip(self, x) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[1] != self.channels:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"InterFrameAttention expects clips (N, C, T, H, W) with C={self.channels}, "
+                f"got {shape}"
+            )
 
     def extra_repr(self) -> str:
         return (

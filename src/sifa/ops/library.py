@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from sifa.ops import reference
 from sifa.ops.backends import implementation, select_backend
 
 
@@ -122,3 +123,19 @@ def _forward_flops(query_shape, key_shape, offset_shape, kernel_size, *args, **k
 @register_flop_formula(torch.ops.sifa.inter_frame_attention_backward)
 def _backward_flops(grad_shape, query_shape, key_shape, offset_shape, kernel_size, *args, **kwargs):
     return 4 * inter_frame_attention_macs(query_shape, kernel_size)
+
+
+def _decomposed_forward(query, key, offset, kernel_size, dilation, groups, scale, normalize,
+                        backend):  # fmt: skip
+    # The reference implementation is written in standard aten ops only (grid_sample, einsum,
+    # arithmetic), so tracing it replaces the custom op by operators every runtime knows.
+    return reference.forward(query, key, offset, kernel_size, dilation, groups, scale, normalize)
+
+
+def decompositions() -> dict:
+    """``{op: function}`` rewriting ``torch.ops.sifa.inter_frame_attention`` into standard
+    aten ops (``grid_sample`` with bilinear sampling and zero padding, ``einsum``).
+
+    For :meth:`torch.export.ExportedProgram.run_decompositions`: the result needs neither
+    ``sifa`` to load nor a custom operator in ONNX (the sampling becomes ``GridSample``)."""
+    return {torch.ops.sifa.inter_frame_attention.default: _decomposed_forward}

@@ -89,6 +89,22 @@ def _attend(query, key, offset, kernel_size, dilation, groups, scale, normalize)
     return _Attention(key, grid, query, values, _attention_weights(query, values, scale, normalize))
 
 
+def attention_weights(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    offset: torch.Tensor,
+    kernel_size: int,
+    dilation: int,
+    groups: int,
+    scale: float,
+    normalize: str,
+) -> torch.Tensor:
+    """The weight of every tap, ``(B, G, k*k, H, W)`` in the compute dtype: the scaled scores,
+    softmax-normalised over the taps with ``normalize="softmax"`` (what the output sums the
+    sampled values with; for pictures of what SIFA attends to)."""
+    return _attend(query, key, offset, kernel_size, dilation, groups, scale, normalize).weights
+
+
 def forward(
     query: torch.Tensor,
     key: torch.Tensor,
