@@ -329,14 +329,20 @@ def onnx_session(path: str | Path):
 
 @contextmanager
 def _quiet_torch():
-    """Silence what PyTorch's exporters print about themselves (FutureWarnings of their own
-    internals, notes that torchvision's ops are not registered), not what concerns the model."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Silence what the exporters say about themselves (FutureWarnings of PyTorch's internals,
+    notes that torchvision's ops are not registered, the ONNX optimiser's progress), not what
+    concerns the model."""
+    loggers = {name: logging.getLogger(name) for name in _EXPORTER_LOGGERS}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    for logger in loggers.values():
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|copyreg)")
             yield
     finally:
-        logger.setLevel(level)
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
+
+
+_EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
