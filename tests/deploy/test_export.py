@@ -221,6 +221,11 @@ def test_export_checkpoint_names_every_problem(trained_run, tmp_path):
     with pytest.raises(ExportError, match="an ONNX export is always decomposed"):
         export_checkpoint(trained_run, format="onnx", decompose=False)
     assert not list(tmp_path.iterdir())
+    with pytest.raises(ExportError, match=r"program not found: .*none\.pt2"):
+        load_program(tmp_path / "none.pt2")
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip archive")
+    with pytest.raises(ExportError, match=r"bad\.pt2 is not a readable torch.export program"):
+        load_program(tmp_path / "bad.pt2")
 
 
 def test_missing_onnx_packages_are_named(monkeypatch, tmp_path):
