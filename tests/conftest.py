@@ -46,3 +46,20 @@ def trained_run(tiny_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("trained")
     train(tiny_config(tiny_data, run, optim__epochs=1, eval_every=0, optim__lr=0.01))
     return run
+
+
+@pytest.fixture
+def drawn_figures(monkeypatch):
+    """The matplotlib figures that ``sifa.engine.metrics.save_png`` saves, in order (the plot
+    functions and ``sifa visualize`` draw through it)."""
+    from sifa.engine import metrics
+
+    figures = []
+    save = metrics.save_png
+
+    def recording_save(figure, path):
+        figures.append(figure)
+        return save(figure, path)
+
+    monkeypatch.setattr(metrics, "save_png", recording_save)
+    return figures

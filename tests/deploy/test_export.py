@@ -19,6 +19,7 @@ from sifa.engine.checkpoint import load_model, load_weights, resolve_checkpoint
 from sifa.models import create_model
 from sifa.models.weights import CheckpointError
 from sifa.nn import InterFrameAttention
+from sifa.ops import inter_frame_attention
 
 from loop_reference import slow_inter_frame_attention
 from model_fixtures import perturbed
@@ -66,8 +67,6 @@ class _Block(nn.Module):
         self.switches = switches
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        from sifa.ops import inter_frame_attention
-
         batch = clip.shape[0]
         offset = self.offset.expand(batch, *self.offset.shape[1:])
         return inter_frame_attention(clip[:, :, 0], clip[:, :, 1], offset, **self.switches)

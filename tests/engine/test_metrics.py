@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from sifa.engine import metrics
 from sifa.engine.metrics import (
     classification_report,
     confusion_matrix,
@@ -33,20 +32,6 @@ SCORES = [
     [0.2, 0.3, 0.3],  # label 1: tied with class 2, and wins as the lower index: rank 0
 ]
 LABELS = [1, 2, 1, 1]
-
-
-@pytest.fixture
-def drawn_figures(monkeypatch):
-    """The matplotlib figures the plot functions save, in order."""
-    figures = []
-    save = metrics.save_png
-
-    def recording_save(figure, path):
-        figures.append(figure)
-        return save(figure, path)
-
-    monkeypatch.setattr(metrics, "save_png", recording_save)
-    return figures
 
 
 def assert_png(path, min_side=200, max_side=4000):

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sifa.cli import main
-from sifa.engine import metrics
 from sifa.models import create_model
 from sifa.tools.visualize import explain_clip, pick_queries, sifa_stages
 
@@ -128,19 +127,6 @@ def test_bad_requests_are_named():
         explain_clip(create_model("c2d_resnet18", num_classes=4), _clip())
     with pytest.raises(ValueError, match=r"expected one clip \(1, 3, T, H, W\)"):
         explain_clip(model, torch.zeros(2, 3, 8, 64, 64))
-
-
-@pytest.fixture
-def drawn_figures(monkeypatch):
-    figures = []
-    save = metrics.save_png
-
-    def recording_save(figure, path):
-        figures.append(figure)
-        return save(figure, path)
-
-    monkeypatch.setattr(metrics, "save_png", recording_save)
-    return figures
 
 
 def _scatter(axis, gid):

@@ -94,8 +94,7 @@ def export_checkpoint(
     metadata (see :data:`METADATA_KEYS`)."""
     from sifa.engine.checkpoint import load_model, resolve_checkpoint
 
-    if format not in FORMATS:
-        raise ExportError(f"format must be one of {FORMATS}, got {format!r}")
+    _check_format(format)
     path = resolve_checkpoint(checkpoint)
     model, config, class_names = load_model(path)
     data = config.data
@@ -159,8 +158,7 @@ def export_model(
         metadata: strings stored in the file (ONNX ``metadata_props``; ``extra_files`` of a
             ``.pt2``), e.g. class names and preprocessing.
     """
-    if format not in FORMATS:
-        raise ExportError(f"format must be one of {FORMATS}, got {format!r}")
+    _check_format(format)
     if decompose is False and format == "onnx":
         raise ExportError("ONNX has no SIFA operator: an ONNX export is always decomposed")
     for name, value in (("frames", frames), ("size", size)):
@@ -237,6 +235,11 @@ def write_onnx(
     for key, value in metadata.items():
         model.metadata_props[key] = value
     replace_atomically(path, lambda temporary: onnx_program.save(str(temporary)))
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise ExportError(f"format must be one of {FORMATS}, got {format!r}")
 
 
 def _check_onnx_packages() -> None:

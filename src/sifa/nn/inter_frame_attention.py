@@ -39,6 +39,16 @@ class Internals(NamedTuple):
     weights: torch.Tensor  # (N, T-1, G, k*k, H, W): attention weight of every tap
 
 
+def _frame_pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames ``t`` and ``t+1`` of every pair of a clip ``(N, C, T, H, W)``, the ``T-1`` pairs
+    folded into the batch: two ``(N*(T-1), C, H, W)`` tensors."""
+    n, c, t, h, w = x.shape
+    frames = x.transpose(1, 2)
+    current = frames[:, :-1].reshape(n * (t - 1), c, h, w)
+    following = frames[:, 1:].reshape(n * (t - 1), c, h, w)
+    return current, following
+
+
 class InterFrameAttention(nn.Module):
     """Stand-alone inter-frame attention on clips ``(N, C, T, H, W)`` (SPEC section 1).
 
@@ -144,10 +154,7 @@ class InterFrameAttention(nn.Module):
         n, c, t, h, w = x.shape
         if t == 1:
             return x[:, :, :0]
-        # Fold the T-1 frame pairs into the batch: (N, C, T, H, W) -> (N*(T-1), C, H, W).
-        frames = x.transpose(1, 2)
-        current = frames[:, :-1].reshape(n * (t - 1), c, h, w)
-        following = frames[:, 1:].reshape(n * (t - 1), c, h, w)
+        current, following = _frame_pairs(x)
         attended = functional.inter_frame_attention(
             current,
             following,
@@ -170,9 +177,7 @@ class InterFrameAttention(nn.Module):
         n, c, t, h, w = x.shape
         if t < 2:
             raise ValueError(f"internals need clips of 2 frames or more, got {tuple(x.shape)}")
-        frames = x.transpose(1, 2)
-        current = frames[:, :-1].reshape(n * (t - 1), c, h, w)
-        following = frames[:, 1:].reshape(n * (t - 1), c, h, w)
+        current, following = _frame_pairs(x)
         offsets = self.offsets(current, following)
         weights = reference.attention_weights(
             current, following, offsets, self.kernel_size, self.dilation, self.groups,
