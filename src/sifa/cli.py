@@ -15,6 +15,7 @@ import yaml
 
 from sifa.data.annotations import FORMATS
 from sifa.ops.backends import BACKENDS
+from sifa.tools.kernel_report import ARCHES
 
 
 def parse_switches(pairs: list[str]) -> dict:
@@ -305,6 +306,43 @@ def _benchmark_op(args: argparse.Namespace) -> None:
     print(format_op_benchmark(results, setting))
 
 
+def _benchmark_kernels(args: argparse.Namespace) -> None:
+    from sifa.tools.kernel_report import (
+        KernelReportError,
+        as_dicts,
+        format_kernel_report,
+        kernel_report,
+    )
+    from sifa.tools.op_benchmark import SHAPES
+
+    try:
+        rows = kernel_report(
+            shapes=tuple(args.shapes) if args.shapes else SHAPES,
+            batch=args.batch,
+            frames=args.frames,
+            dtype=args.dtype,
+            arch=args.arch,
+            normalize=args.normalize,
+            groups=args.groups,
+            deterministic=args.deterministic,
+        )
+    except KernelReportError as error:
+        raise ValueError(str(error)) from None
+    if args.json:
+        print(json.dumps(as_dicts(rows), indent=2))
+        return
+    import triton
+
+    mode = "deterministic backward" if args.deterministic else "atomic backward"
+    setting = (
+        f"Triton {triton.__version__} kernels compiled for sm_{args.arch}, nothing run; "
+        f"{args.dtype}, {args.batch} clips x {args.frames} frames, k=3, "
+        f"normalize={args.normalize}, groups={args.groups}, {mode}; instruction counts are "
+        "static (per loop body); programs/SM as far as registers allow"
+    )
+    print(format_kernel_report(rows, setting))
+
+
 def _channels_by_size(text: str) -> tuple[int, int]:
     try:
         channels, size = (int(part) for part in text.lower().split("x"))
@@ -582,6 +620,33 @@ def build_parser() -> argparse.ArgumentParser:
     op_bench.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     op_bench.add_argument("--json", action="store_true")
     op_bench.set_defaults(run=_benchmark_op)
+
+    kernels_bench = targets.add_parser(
+        "kernels",
+        help="registers, spills and memory instructions of the Triton kernels compiled for a "
+        "GPU (no GPU needed)",
+    )
+    kernels_bench.add_argument(
+        "--arch", type=int, default=90, choices=ARCHES,
+        help="CUDA compute capability to compile for (default 90, the H100)",
+    )  # fmt: skip
+    kernels_bench.add_argument(
+        "--shapes", nargs="+", type=_channels_by_size, metavar="CxS",
+        help="channels x height (= width) (default: 64x56 128x28 256x14 512x7)",
+    )  # fmt: skip
+    kernels_bench.add_argument("--batch", type=int, default=8, help="clips")
+    kernels_bench.add_argument("--frames", type=int, default=4, help="frames per clip")
+    kernels_bench.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16", "float16")
+    )
+    kernels_bench.add_argument("--normalize", default="none", choices=("none", "softmax"))
+    kernels_bench.add_argument("--groups", type=int, default=1)
+    kernels_bench.add_argument(
+        "--deterministic", action="store_true",
+        help="the backward of torch.use_deterministic_algorithms(True) (no atomics)",
+    )  # fmt: skip
+    kernels_bench.add_argument("--json", action="store_true")
+    kernels_bench.set_defaults(run=_benchmark_kernels)
 
     data_bench = targets.add_parser(
         "data", help="clips per second of the data pipeline per decoder and worker count"

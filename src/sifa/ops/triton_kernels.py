@@ -1,11 +1,14 @@
 """Triton kernels of the SIFA operator (imported only by :mod:`sifa.ops.triton`, on first use).
 
 Every kernel works on tiles of ``(BLOCK_P pixels, BLOCK_C channels)`` of one image. Tensors are
-addressed by their strides, so any layout works without a copy; the key is best channels-last
-(the wrapper makes it so), since each bilinear corner is then one contiguous channel vector,
-and the key gradient is accumulated channels-last for the same reason. A program holds the
-whole channel group (``BLOCK_C >= C/G``), since a tap's score needs every channel before its
-value can be weighted. Arithmetic runs in ``ACC`` (float32, or float64 for float64 inputs).
+addressed by their strides, so any layout works without a copy; where the query, offset and
+gradient planes are contiguous (``PLANES``, the usual case) a pixel's offset is its index,
+which lets the compiler vectorise and coalesce those loads and stores. The key is best
+channels-last (the wrapper makes it so), since each bilinear corner is then one contiguous
+channel vector, and the key gradient is accumulated channels-last for the same reason. A
+program holds the whole channel group (``BLOCK_C >= C/G``), since a tap's score needs every
+channel before its value can be weighted. Arithmetic runs in ``ACC`` (float32, or float64
+for float64 inputs).
 
 Sampling follows :mod:`sifa.ops.reference`: tap ``n = i*k + j`` of pixel ``(h, w)`` reads the
 key bilinearly at ``(h + (i - (k-1)/2) * dilation + dy_n, w + (j - (k-1)/2) * dilation + dx_n)``
@@ -19,11 +22,23 @@ import triton.language as tl
 
 
 @triton.jit
-def _tap_position(off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation,
-                  tap, KS: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+def _pixel_offset(p, ph, pw, s_h, s_w, PLANES: tl.constexpr):
+    """Where pixel ``p = (ph, pw)`` sits in a channel plane. ``PLANES``: every plane is
+    contiguous, so the offset is ``p`` itself, which tells the compiler that neighbouring
+    pixels are neighbours in memory (coalesced, vectorised loads and stores)."""
+    if PLANES:
+        return p
+    else:
+        return ph * s_h + pw * s_w
+
+
+@triton.jit
+def _tap_position(off_base, s_oc, s_oh, s_ow, p, ph, pw, pmask, H, W, dilation,
+                  tap, KS: tl.constexpr, PLANES: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
     """Top-left corner ``(y0, x0)`` and fractions ``(ly, lx)`` of tap ``tap`` per pixel."""
-    dy = tl.load(off_base + (2 * tap) * s_oc + ph * s_oh + pw * s_ow, mask=pmask, other=0.0)
-    dx = tl.load(off_base + (2 * tap + 1) * s_oc + ph * s_oh + pw * s_ow, mask=pmask, other=0.0)
+    pix = _pixel_offset(p, ph, pw, s_oh, s_ow, PLANES)
+    dy = tl.load(off_base + (2 * tap) * s_oc + pix, mask=pmask, other=0.0)
+    dx = tl.load(off_base + (2 * tap + 1) * s_oc + pix, mask=pmask, other=0.0)
     half: tl.constexpr = (KS - 1) // 2
     y = ph.to(ACC) + ((tap // KS - half) * dilation) + dy.to(ACC)
     x = pw.to(ACC) + ((tap % KS - half) * dilation) + dx.to(ACC)
@@ -64,11 +79,12 @@ def _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0, ly, lx, pmask, H, W,
 
 
 @triton.jit
-def _tap_value(k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan, cmask, ph, pw, pmask,
-               H, W, dilation, tap, KS: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+def _tap_value(k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan, cmask, p, ph, pw,
+               pmask, H, W, dilation, tap, KS: tl.constexpr, PLANES: tl.constexpr,
+               ACC: tl.constexpr):  # fmt: skip
     """The bilinear sample ``(BLOCK_P, BLOCK_C)`` of tap ``tap``."""
     y0, x0, ly, lx = _tap_position(
-        off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation, tap, KS, ACC
+        off_base, s_oc, s_oh, s_ow, p, ph, pw, pmask, H, W, dilation, tap, KS, PLANES, ACC
     )
     value, _, _, _, _ = _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0, ly, lx,
                                 pmask, H, W, ACC)  # fmt: skip
@@ -77,9 +93,9 @@ def _tap_value(k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan, cmask
 
 @triton.jit
 def _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan, cmask,
-                        ph, pw, pmask, H, W, dilation, scale,
-                        KS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-                        ACC: tl.constexpr):  # fmt: skip
+                        p, ph, pw, pmask, H, W, dilation, scale,
+                        KS: tl.constexpr, PLANES: tl.constexpr, BLOCK_C: tl.constexpr,
+                        BLOCK_P: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
     """Running maximum, normaliser and unnormalised output of the softmax over the taps
     (one pass, as in flash attention)."""
     top = tl.full([BLOCK_P], float("-inf"), ACC)
@@ -87,7 +103,7 @@ def _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow,
     acc = tl.zeros([BLOCK_P, BLOCK_C], ACC)
     for tap in range(KS * KS):
         value = _tap_value(k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan, cmask,
-                           ph, pw, pmask, H, W, dilation, tap, KS, ACC)  # fmt: skip
+                           p, ph, pw, pmask, H, W, dilation, tap, KS, PLANES, ACC)  # fmt: skip
         score = tl.sum(q * value, axis=1) * scale
         new_top = tl.maximum(top, score)
         rescale = tl.exp(top - new_top)
@@ -102,15 +118,18 @@ def _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow,
 def forward_kernel(q_ptr, k_ptr, off_ptr, out_ptr, scale_ptr,
                    s_qb, s_qc, s_qh, s_qw, s_kb, s_kc, s_kh, s_kw,
                    s_ob, s_oc, s_oh, s_ow, s_yb, s_yc, s_yh, s_yw,
-                   H, W, CG, G, dilation,
-                   KS: tl.constexpr, SOFTMAX: tl.constexpr, BLOCK_C: tl.constexpr,
-                   BLOCK_P: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
-    """Grid ``(pixel blocks, B * G)``: one channel group of one image per program."""
+                   H, W, HW, CG, G, dilation,
+                   KS: tl.constexpr, SOFTMAX: tl.constexpr, PLANES: tl.constexpr,
+                   BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """Grid ``(pixel blocks, B * G)``: one channel group of one image per program.
+    ``PLANES``: query, offset and output have contiguous channel planes. ``HW = H * W`` comes
+    as an argument so that Triton sees when it is a multiple of 16 (then the pixel mask is
+    constant over aligned runs of pixels, and pixel-contiguous accesses are vectorised)."""
     pid_bg = tl.program_id(1)
     b = (pid_bg // G).to(tl.int64)
     g = pid_bg % G
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pmask = p < H * W
+    pmask = p < HW
     ph = p // W
     pw = p % W
     lane = tl.arange(0, BLOCK_C)
@@ -120,7 +139,10 @@ def forward_kernel(q_ptr, k_ptr, off_ptr, out_ptr, scale_ptr,
     scale = tl.load(scale_ptr)
 
     q = tl.load(
-        q_ptr + b * s_qb + chan[None, :] * s_qc + (ph * s_qh + pw * s_qw)[:, None],
+        q_ptr
+        + b * s_qb
+        + chan[None, :] * s_qc
+        + _pixel_offset(p, ph, pw, s_qh, s_qw, PLANES)[:, None],
         mask=tile_mask,
         other=0.0,
     ).to(ACC)
@@ -128,16 +150,22 @@ def forward_kernel(q_ptr, k_ptr, off_ptr, out_ptr, scale_ptr,
     off_base = off_ptr + b * s_ob
     if SOFTMAX:
         _, total, acc = _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh,
-                                            s_ow, chan, cmask, ph, pw, pmask, H, W, dilation,
-                                            scale, KS, BLOCK_C, BLOCK_P, ACC)  # fmt: skip
+                                            s_ow, chan, cmask, p, ph, pw, pmask, H, W, dilation,
+                                            scale, KS, PLANES, BLOCK_C, BLOCK_P, ACC)  # fmt: skip
         acc = acc / total[:, None]
     else:
         acc = tl.zeros([BLOCK_P, BLOCK_C], ACC)
         for tap in range(KS * KS):
             value = _tap_value(k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow, chan,
-                               cmask, ph, pw, pmask, H, W, dilation, tap, KS, ACC)  # fmt: skip
+                               cmask, p, ph, pw, pmask, H, W, dilation, tap, KS, PLANES,
+                               ACC)  # fmt: skip
             acc += (tl.sum(q * value, axis=1) * scale)[:, None] * value
-    out = out_ptr + b * s_yb + chan[None, :] * s_yc + (ph * s_yh + pw * s_yw)[:, None]
+    out = (
+        out_ptr
+        + b * s_yb
+        + chan[None, :] * s_yc
+        + _pixel_offset(p, ph, pw, s_yh, s_yw, PLANES)[:, None]
+    )
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=tile_mask)
 
 
@@ -145,7 +173,12 @@ def forward_kernel(q_ptr, k_ptr, off_ptr, out_ptr, scale_ptr,
 def _scatter_corner(gk_base, chan, cmask, yc, xc, weight, grad_value, pmask, H, W, C):
     inside = pmask & (yc >= 0) & (yc < H) & (xc >= 0) & (xc < W)
     ptrs = gk_base + chan[None, :] + ((yc * W + xc) * C)[:, None]
-    tl.atomic_add(ptrs, weight[:, None] * grad_value, mask=cmask[None, :] & inside[:, None])
+    # Relaxed: only the sum matters, and the kernel's end orders it before any reader. The
+    # default (acquire-release) makes each add a round trip the thread waits for; relaxed adds
+    # with unused results compile to fire-and-forget vector reductions (red.global.add.v4.f32).
+    tl.atomic_add(
+        ptrs, weight[:, None] * grad_value, mask=cmask[None, :] & inside[:, None], sem="relaxed"
+    )
 
 
 @triton.jit
@@ -161,9 +194,9 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
                     attn_ptr, dlogit_ptr, idx_ptr, cw_ptr,
                     s_gb, s_gc, s_gh, s_gw, s_qb, s_qc, s_qh, s_qw, s_kb, s_kc, s_kh, s_kw,
                     s_ob, s_oc, s_oh, s_ow,
-                    H, W, CG, G, dilation,
+                    H, W, HW, CG, G, dilation,
                     KS: tl.constexpr, SOFTMAX: tl.constexpr, DETERMINISTIC: tl.constexpr,
-                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+                    PLANES: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
                     ACC: tl.constexpr):  # fmt: skip
     """Grid ``(pixel blocks, B)``: every group of one image's pixels per program, so the
     offset gradient (shared by the groups) is summed without atomics.
@@ -178,7 +211,6 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
     """
     b = tl.program_id(1).to(tl.int64)
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    HW = H * W
     pmask = p < HW
     ph = p // W
     pw = p % W
@@ -195,10 +227,10 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
 
     for g in range(G):
         chan = g * CG + lane
-        pix = (ph * s_qh + pw * s_qw)[:, None]
+        pix = _pixel_offset(p, ph, pw, s_qh, s_qw, PLANES)[:, None]
         q = tl.load(q_ptr + b * s_qb + chan[None, :] * s_qc + pix, mask=tile_mask, other=0.0)
         q = q.to(ACC)
-        pix_g = (ph * s_gh + pw * s_gw)[:, None]
+        pix_g = _pixel_offset(p, ph, pw, s_gh, s_gw, PLANES)[:, None]
         go = tl.load(go_ptr + b * s_gb + chan[None, :] * s_gc + pix_g, mask=tile_mask, other=0.0)
         go = go.to(ACC)
         top = tl.zeros([BLOCK_P], ACC)
@@ -206,14 +238,14 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
         grad_dot_out = tl.zeros([BLOCK_P], ACC)
         if SOFTMAX:
             top, total, acc = _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc,
-                                                  s_oh, s_ow, chan, cmask, ph, pw, pmask, H, W,
-                                                  dilation, scale, KS, BLOCK_C, BLOCK_P,
+                                                  s_oh, s_ow, chan, cmask, p, ph, pw, pmask, H, W,
+                                                  dilation, scale, KS, PLANES, BLOCK_C, BLOCK_P,
                                                   ACC)  # fmt: skip
             grad_dot_out = tl.sum(go * acc, axis=1) / total
         gq = tl.zeros([BLOCK_P, BLOCK_C], ACC)
         for tap in range(KS * KS):
             y0, x0, ly, lx = _tap_position(
-                off_base, s_oc, s_oh, s_ow, ph, pw, pmask, H, W, dilation, tap, KS, ACC
+                off_base, s_oc, s_oh, s_ow, p, ph, pw, pmask, H, W, dilation, tap, KS, PLANES, ACC
             )
             value, v00, v01, v10, v11 = _sample(k_base, s_kc, s_kh, s_kw, chan, cmask, y0, x0,
                                                 ly, lx, pmask, H, W, ACC)  # fmt: skip
