@@ -67,6 +67,54 @@ def test_deterministic_and_atomic_paths_agree_on_the_key_gradient(deterministic)
     torch.testing.assert_close(sorted_sum, atomic[0], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "budget, layout, mode",
+    [
+        (4, "contiguous", "atomic"),  # 2 pixels per tile, the last one half full
+        # one pixel per tile (the tile is smaller than the channels); planes not contiguous
+        (1, "transposed", "deterministic"),
+    ],
+)
+def test_tiles_smaller_than_the_image(monkeypatch, budget, layout, mode):
+    require_interpreted_triton()
+    # The other tests' images fit in one tile; here a 3 x 3 image is cut into several (each
+    # program costs the interpreter time, hence the small image).
+    monkeypatch.setattr(triton_backend, "_FORWARD_TILE", budget)
+    monkeypatch.setattr(triton_backend, "_BACKWARD_TILE", budget)
+    gen = torch.Generator().manual_seed(4)
+    q, k = (torch.randn(1, 4, 3, 3, generator=gen, dtype=F64) for _ in "qk")
+    o = 1.2 * torch.randn(1, 18, 3, 3, generator=gen, dtype=F64)
+    if layout == "transposed":
+        q, k, o = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (q, k, o))
+    q, k, o = (t.requires_grad_() for t in (q, k, o))
+    grad_out = torch.randn(q.shape, generator=gen, dtype=F64)
+    torch.use_deterministic_algorithms(mode == "deterministic")
+    try:
+        out = inter_frame_attention(q, k, o, normalize="softmax", groups=2, backend="triton")
+        fast = torch.autograd.grad(out, (q, k, o), grad_out)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    slow_out = slow_inter_frame_attention(q, k, o, normalize="softmax", groups=2)
+    slow = torch.autograd.grad(slow_out, (q, k, o), grad_out)
+    torch.testing.assert_close(out, slow_out, rtol=0, atol=1e-10)
+    for name, a, b in zip(("query", "key", "offset"), fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_contiguous_planes_take_the_pixel_index_path():
+    require_interpreted_triton()
+    q = torch.randn(2, 4, 5, 7, dtype=F64)
+    offset = torch.randn(2, 18, 5, 7, dtype=F64)
+    key = triton_backend._channels_last(q)
+    plain = triton_backend.forward_launch(q, key, offset, torch.empty_like(q), 3, 1, 1, 1.0, "none")
+    view = q.transpose(2, 3).contiguous().transpose(2, 3)
+    strided = triton_backend.forward_launch(
+        view, key, offset, torch.empty_like(q), 3, 1, 1, 1.0, "none"
+    )
+    assert plain.constants["PLANES"] and not strided.constants["PLANES"]
+    assert plain.constants["BLOCK_C"] == 4 and plain.constants["BLOCK_P"] == 64  # whole image
+
+
 def test_cuda_choice_without_a_usable_kernel_falls_back_once(monkeypatch):
     monkeypatch.setattr(
         triton_backend, "_state", {"module": None, "failure": "triton cannot be imported (test)"}

@@ -53,7 +53,8 @@ class KernelStats:
     atomics: dict[str, int]  # full instruction ("red.global.gpu.relaxed.add.v4.f32") -> count
 
 
-_MEMORY = re.compile(r"\b(ld|st)\.global(?:\.[a-z_]+)*?\.((?:v[248]\.)?[bfsu]\d+)\b")
+# ld/st.global, optional qualifiers (cache hints such as L1::evict_last), then the width.
+_MEMORY = re.compile(r"\b(ld|st)\.global(?:\.[\w:]+?)*?\.((?:v[248]\.)?[bfsu]\d+)\b")
 _ATOMIC = re.compile(r"\b((?:atom|red)\.global[\w.]*)")
 _USAGE = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)")
 
