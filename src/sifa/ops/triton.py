@@ -7,7 +7,7 @@ compute in float32, float64 in float64; results come back in the input dtype.
 
 The forward reads every input once, keeps the softmax online (one pass over the taps) and
 writes only the output: no ``(k*k, C, H, W)`` buffer exists. The backward recomputes the
-forward per pixel and accumulates the key gradient with float atomics. When PyTorch's
+forward per pixel and accumulates the key gradient with relaxed float atomics. When PyTorch's
 deterministic mode is on (``torch.use_deterministic_algorithms(True)``) it does without
 atomics: the kernel records where every bilinear corner lands, the corners are sorted by
 target pixel, and one program per key pixel sums its contributions in that fixed order
