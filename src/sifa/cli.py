@@ -16,6 +16,7 @@ import yaml
 from sifa.data.annotations import FORMATS
 from sifa.ops.backends import BACKENDS
 from sifa.tools.kernel_report import ARCHES
+from sifa.tools.op_benchmark import DTYPES, SHAPES
 
 
 def parse_switches(pairs: list[str]) -> dict:
@@ -270,7 +271,7 @@ def _benchmark_models(args: argparse.Namespace) -> None:
 
 def _benchmark_op(args: argparse.Namespace) -> None:
     from sifa.ops.backends import unavailable_reason
-    from sifa.tools.op_benchmark import SHAPES, as_dicts, benchmark_op, format_op_benchmark
+    from sifa.tools.op_benchmark import as_dicts, benchmark_op, format_op_benchmark
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA device here")
@@ -284,7 +285,7 @@ def _benchmark_op(args: argparse.Namespace) -> None:
         backends = ["reference", *backends]
     results = benchmark_op(
         backends=backends,
-        shapes=tuple(args.shapes) if args.shapes else SHAPES,
+        shapes=tuple(args.shapes),
         batch=args.batch,
         frames=args.frames,
         warmup=args.warmup,
@@ -313,11 +314,10 @@ def _benchmark_kernels(args: argparse.Namespace) -> None:
         format_kernel_report,
         kernel_report,
     )
-    from sifa.tools.op_benchmark import SHAPES
 
     try:
         rows = kernel_report(
-            shapes=tuple(args.shapes) if args.shapes else SHAPES,
+            shapes=tuple(args.shapes),
             batch=args.batch,
             frames=args.frames,
             dtype=args.dtype,
@@ -351,6 +351,17 @@ def _channels_by_size(text: str) -> tuple[int, int]:
     if channels < 1 or size < 1:
         raise argparse.ArgumentTypeError(f"channels and size must be positive, got {text!r}")
     return channels, size
+
+
+def _add_operator_shapes(parser: argparse.ArgumentParser) -> None:
+    """The operator's inputs, as both the op benchmark and the kernel report take them."""
+    parser.add_argument(
+        "--shapes", nargs="+", type=_channels_by_size, metavar="CxS", default=list(SHAPES),
+        help="channels x height (= width), e.g. 128x28 (default: 64x56 128x28 256x14 512x7)",
+    )  # fmt: skip
+    parser.add_argument("--batch", type=int, default=8, help="clips")
+    parser.add_argument("--frames", type=int, default=4, help="frames per clip (time steps)")
+    parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
 
 
 def _backends(args: argparse.Namespace) -> None:
@@ -606,18 +617,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--backends", nargs="+", choices=BACKENDS,
         help="backends to time (default: every available one)",
     )  # fmt: skip
-    op_bench.add_argument(
-        "--shapes", nargs="+", type=_channels_by_size, metavar="CxS",
-        help="channels x height (= width), e.g. 128x28 (default: 64x56 128x28 256x14 512x7)",
-    )  # fmt: skip
-    op_bench.add_argument("--batch", type=int, default=8, help="clips")
-    op_bench.add_argument("--frames", type=int, default=4, help="frames per clip (time steps)")
+    _add_operator_shapes(op_bench)
     op_bench.add_argument("--warmup", type=int, default=2)
     op_bench.add_argument("--repeats", type=int, default=5)
     op_bench.add_argument("--threads", type=int, default=2, help="torch threads")
     op_bench.add_argument("--no-memory", action="store_true", help="skip the memory processes")
     op_bench.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
-    op_bench.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     op_bench.add_argument("--json", action="store_true")
     op_bench.set_defaults(run=_benchmark_op)
 
@@ -630,15 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch", type=int, default=90, choices=ARCHES,
         help="CUDA compute capability to compile for (default 90, the H100)",
     )  # fmt: skip
-    kernels_bench.add_argument(
-        "--shapes", nargs="+", type=_channels_by_size, metavar="CxS",
-        help="channels x height (= width) (default: 64x56 128x28 256x14 512x7)",
-    )  # fmt: skip
-    kernels_bench.add_argument("--batch", type=int, default=8, help="clips")
-    kernels_bench.add_argument("--frames", type=int, default=4, help="frames per clip")
-    kernels_bench.add_argument(
-        "--dtype", default="float32", choices=("float32", "bfloat16", "float16")
-    )
+    _add_operator_shapes(kernels_bench)
     kernels_bench.add_argument("--normalize", default="none", choices=("none", "softmax"))
     kernels_bench.add_argument("--groups", type=int, default=1)
     kernels_bench.add_argument(
