@@ -173,3 +173,26 @@ def test_reference_helper_agrees_on_cuda():
     (q, k, o), _ = make("default")
     cpu = reference.forward(q.cpu(), k.cpu(), o.cpu(), 3, 1, 1, 0.25, "none")
     torch.testing.assert_close(reference.forward(q, k, o, 3, 1, 1, 0.25, "none").cpu(), cpu)
+
+
+@pytest.mark.parametrize("normalize", ["none", "softmax"])
+def test_non_finite_offsets_give_nan_where_the_reference_on_the_cpu_does(normalize):
+    """aten's CUDA grid_sample treats a non-finite position differently from the CPU's; the
+    reference adds the CPU rule itself, and the Triton kernels follow it (see
+    tests/ops/test_non_finite_offsets.py for the rule)."""
+    (q, k, o), _ = make("softmax_groups4")
+    o[0, 0, 1, 1], o[0, 9, 2, 3], o[1, 4, 0, 0] = float("nan"), float("inf"), -float("inf")
+    o[1, :, 3, 2] = float("nan")
+    grad_out = torch.randn_like(q)
+    results = {}
+    for backend, device in (("reference", "cpu"), ("reference", CUDA), ("triton", CUDA)):
+        inputs = [t.detach().to(device).requires_grad_() for t in (q, k, o)]
+        out = inter_frame_attention(*inputs, groups=4, normalize=normalize, backend=backend)
+        grads = torch.autograd.grad(out, inputs, grad_out.to(device))
+        results[backend, str(device)] = [t.cpu() for t in (out, *grads)]
+    want = results["reference", "cpu"]
+    assert want[0].isnan().any() and not want[0].isnan().all()
+    for key, got in results.items():
+        for name, a, b in zip(("out", "query", "key", "offset"), got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9, equal_nan=True,
+                                       msg=lambda m, n=name, k=key: f"{k} {n}: {m}")  # fmt: skip

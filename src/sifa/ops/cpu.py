@@ -23,7 +23,7 @@ import torch
 
 SOURCE = Path(__file__).parent / "csrc" / "inter_frame_attention_cpu.cpp"
 # Part of the module name, so that a changed kernel never loads a stale build.
-VERSION = 1
+VERSION = 2
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()

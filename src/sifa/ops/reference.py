@@ -57,6 +57,15 @@ def _sample(key: torch.Tensor, grid: torch.Tensor, groups: int, taps: int) -> to
     return values.view(batch, groups, channels // groups, taps, height, width)
 
 
+def _sample_backward(
+    grad_values: torch.Tensor, key: torch.Tensor, grid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``grid_sample``'s own backward: gradients of the key and of the grid."""
+    return torch.ops.aten.grid_sampler_2d_backward(
+        grad_values, key, grid, _BILINEAR, _ZEROS, False, [True, True]
+    )
+
+
 def _attention_weights(
     query: torch.Tensor, values: torch.Tensor, scale: float, normalize: str
 ) -> torch.Tensor:
@@ -80,11 +89,23 @@ class _Attention(NamedTuple):
     weights: torch.Tensor  # (B, G, k*k, H, W)
 
 
+def _poison(grid: torch.Tensor, taps: int) -> torch.Tensor:
+    """``(B, k*k, H, W)``: 0 for a tap whose normalised sampling position is finite, NaN for
+    one that is not (a NaN or infinite offset, or one so large that the grid overflows).
+
+    ``grid_sample`` on the CPU gives such a tap NaN bilinear weights, so its sample is NaN;
+    on CUDA it moves the position outside the image instead (a sample of 0). Adding this to
+    the samples (and to the offset gradient) makes the rule the same on every device."""
+    batch, rows, width, _ = grid.shape
+    return (grid * 0).sum(-1).view(batch, taps, rows // taps, width)
+
+
 def _attend(query, key, offset, kernel_size, dilation, groups, scale, normalize) -> _Attention:
     dtype = compute_dtype(query.dtype)
     grid = sampling_grid(offset.to(dtype), kernel_size, dilation)
     key = key.to(dtype)
-    values = _sample(key, grid, groups, kernel_size * kernel_size)
+    taps = kernel_size * kernel_size
+    values = _sample(key, grid, groups, taps) + _poison(grid, taps).unsqueeze(1).unsqueeze(1)
     query = _grouped(query, groups, dtype)
     return _Attention(key, grid, query, values, _attention_weights(query, values, scale, normalize))
 
@@ -155,20 +176,14 @@ def backward(
         "bgkhw,bgchw->bgckhw", grad_logits, a.query
     )
 
-    grad_key, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
-        grad_values.reshape(batch, channels, taps * height, width),
-        a.key,
-        a.grid,
-        _BILINEAR,
-        _ZEROS,
-        False,
-        [True, True],
+    grad_key, grad_grid = _sample_backward(
+        grad_values.reshape(batch, channels, taps * height, width), a.key, a.grid
     )
     # d(normalised coordinate)/d(pixel) is 2/W horizontally and 2/H vertically.
     grad_grid = grad_grid.view(batch, taps, height, width, 2)
     grad_offset = torch.stack(
         (grad_grid[..., 1] * (2 / height), grad_grid[..., 0] * (2 / width)), 2
-    )
+    ) + _poison(a.grid, taps).unsqueeze(2)
     return (
         grad_query.reshape(query.shape).to(query.dtype).contiguous(),
         grad_key.to(key.dtype).contiguous(),

@@ -12,7 +12,9 @@ for float64 inputs).
 
 Sampling follows :mod:`sifa.ops.reference`: tap ``n = i*k + j`` of pixel ``(h, w)`` reads the
 key bilinearly at ``(h + (i - (k-1)/2) * dilation + dy_n, w + (j - (k-1)/2) * dilation + dx_n)``
-and each corner outside the image contributes zero.
+and each corner outside the image contributes zero. Non-finite offsets propagate as through the
+reference's ``grid_sample`` on CPU: a tap whose coordinate is NaN, +-Inf or so large that doubling
+it overflows has a NaN sample in every channel and reads and writes no key pixel.
 """
 
 from __future__ import annotations
@@ -42,13 +44,24 @@ def _tap_position(off_base, s_oc, s_oh, s_ow, p, ph, pw, pmask, H, W, dilation,
     half: tl.constexpr = (KS - 1) // 2
     y = ph.to(ACC) + ((tap // KS - half) * dilation) + dy.to(ACC)
     x = pw.to(ACC) + ((tap % KS - half) * dilation) + dx.to(ACC)
+    # As the reference's grid_sample, a tap whose coordinate or its normalised form
+    # (2x + 1) / W - 1 is not finite (NaN, +-Inf, or doubling overflows) gets NaN fractions,
+    # so NaN bilinear weights (a NaN sample, a NaN offset gradient), and all its corners
+    # outside the image (no key pixel read or written). `poison` is 0 or NaN; adding it to
+    # the fractions (rather than selecting NaN) keeps the deterministic backward from spilling.
+    poison = (y + y) * 0.0 + (x + x) * 0.0
+    finite = poison == 0.0
+    y = tl.where(finite, y, -2.0)
+    x = tl.where(finite, x, -2.0)
     # Outside [-1, size] every corner is outside the image; clamping keeps the integer
     # conversion in range for any offset without changing which corners are inside.
     y = tl.minimum(tl.maximum(y, -2.0), H + 1.0)
     x = tl.minimum(tl.maximum(x, -2.0), W + 1.0)
     y0 = tl.floor(y)
     x0 = tl.floor(x)
-    return y0.to(tl.int32), x0.to(tl.int32), y - y0, x - x0
+    ly = (y - y0) + poison
+    lx = (x - x0) + poison
+    return y0.to(tl.int32), x0.to(tl.int32), ly, lx
 
 
 @triton.jit
@@ -265,6 +278,8 @@ def backward_kernel(go_ptr, q_ptr, k_ptr, off_ptr, gq_ptr, gk_ptr, goff_ptr, sca
             d_dy = hx[:, None] * (v10 - v00) + lx[:, None] * (v11 - v01)
             d_dx = hy[:, None] * (v01 - v00) + ly[:, None] * (v11 - v10)
             # This program owns these pixels of the offset gradient: add the group's share.
+            # As in the reference, a tap with no corner in the image gets sum_c 0 * dL/dv_c
+            # (0, or NaN where dL/dv is), and a tap that is not finite NaN (its weights are).
             gy_ptr = goff_base + (2 * tap) * HW + p
             gx_ptr = goff_base + (2 * tap + 1) * HW + p
             gy = tl.load(gy_ptr, mask=pmask, other=0.0) + tl.sum(grad_value * d_dy, axis=1)

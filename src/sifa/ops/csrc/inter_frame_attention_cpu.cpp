@@ -9,6 +9,13 @@
 // reference exactly: tap n = i*k + j of (y, x) reads (y + (i - (k-1)/2)*dilation + dy_n,
 // x + (j - (k-1)/2)*dilation + dx_n) in pixels, each bilinear corner outside the image adds 0.
 //
+// Non-finite offsets propagate as through the reference's grid_sample on CPU: a tap whose
+// coordinate is NaN or +-Inf, or so large that doubling it overflows (the reference's
+// normalised grid overflows there), gets NaN bilinear weights in the reference, so its sample
+// is NaN in every channel, and it reads and writes no key pixel; the rest follows by IEEE
+// arithmetic. The backward writes the offset gradient of a tap with no corner in the image as
+// the reference does, sum_c 0 * dL/dv_c: 0, or NaN where dL/dv is not finite.
+//
 // The backward is parallel over the batch: each item's key gradient is accumulated by one
 // thread in a fixed order, so results are deterministic and no atomics are needed.
 
@@ -17,6 +24,7 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace {
@@ -30,6 +38,11 @@ struct Corners {
   T d_y[4];
   T d_x[4];
 };
+
+// Coordinates at least this far from 0 are far outside any image; below it, they convert to
+// int64 exactly.
+template <typename T>
+constexpr T kFar = static_cast<T>(4503599627370496.0);  // 2^52
 
 template <typename T>
 inline void corners_at(T y, T x, int64_t H, int64_t W, Corners<T>& out) {
@@ -72,9 +85,21 @@ inline void attend(const Shape& s, const T* key_cl, const T* offset, const T* qv
     const T y = static_cast<T>(h + (n / s.K - half) * s.dilation) + off_b[(2 * n) * HW];
     const T x = static_cast<T>(w + (n % s.K - half) * s.dilation) + off_b[(2 * n + 1) * HW];
     Corners<T>& cn = corners[n];
-    corners_at(y, x, s.H, s.W, cn);
     T* v = vals + n * C;
-    for (int64_t c = 0; c < C; ++c) v[c] = 0;
+    if (std::abs(y) < kFar<T> && std::abs(x) < kFar<T>) {
+      corners_at(y, x, s.H, s.W, cn);
+      for (int64_t c = 0; c < C; ++c) v[c] = 0;
+    } else {
+      // Far outside, or not finite (NaN, +-Inf, or doubling overflows, where the reference's
+      // (2x + 1) / W - 1 grid is not finite and its bilinear weights NaN): no corner; the
+      // sample is 0, or NaN in every channel.
+      for (int k = 0; k < 4; ++k) cn.index[k] = -1;
+      if (std::isfinite(y + y) && std::isfinite(x + x)) {
+        for (int64_t c = 0; c < C; ++c) v[c] = 0;
+      } else {
+        for (int64_t c = 0; c < C; ++c) v[c] = std::numeric_limits<T>::quiet_NaN();
+      }
+    }
     for (int k = 0; k < 4; ++k) {
       if (cn.index[k] < 0) continue;
       const T* src = key_b + cn.index[k] * C;
@@ -196,8 +221,10 @@ void backward_impl(const Shape& s, const T* grad_out, const T* query, const T* k
             // Into the key (bilinear weights) and the offsets (the weights' derivatives).
             const Corners<T>& cn = corners[n];
             T d_y = 0, d_x = 0;
+            bool inside = false;
             for (int k = 0; k < 4; ++k) {
               if (cn.index[k] < 0) continue;
+              inside = true;
               const T* src = key_b + cn.index[k] * C;
               T* dst = grad_key_b + cn.index[k] * C;
               const T wt = cn.weight[k];
@@ -209,6 +236,12 @@ void backward_impl(const Shape& s, const T* grad_out, const T* query, const T* k
               }
               d_y += cn.d_y[k] * dot;
               d_x += cn.d_x[k] * dot;
+            }
+            if (!inside) {
+              // As the reference: sum_c 0 * dL/dv_c, NaN for a non-finite tap (its dL/dv is).
+              T zero = 0;
+              for (int64_t c = 0; c < C; ++c) zero += T(0) * gv[c];
+              d_y = d_x = zero;
             }
             off_grad[(2 * n) * HW] = d_y;
             off_grad[(2 * n + 1) * HW] = d_x;
