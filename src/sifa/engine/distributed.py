@@ -3,13 +3,19 @@ helpers the engine needs. A single process without ``torchrun`` is a group of on
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.func import functional_call
 from torch.utils.data import Sampler
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,94 @@ def sum_over_processes(group: Distributed, *values: float) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=group.device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def parameters_without_gradient(
+    model: nn.Module,
+    clips_shape: Sequence[int],
+    loss: Callable[[object, torch.Tensor], torch.Tensor],
+) -> list[str]:
+    """Names of the trainable parameters of ``model`` that the training loss cannot reach with
+    clips of ``clips_shape`` ``(N, C, T, H, W)``, in ``named_parameters`` order.
+
+    Without ``find_unused_parameters``, DDP waits at every update for a gradient of every
+    trainable parameter, and stops with an error when one never comes: the offset conv of a
+    SIFA block left with a single time step, which passes its clip through unchanged (the
+    dual res5 branch of SIFA-Net at 8 frames; every SIFA block of SIFA-Transformer when the
+    clip is one tubelet long). Which parameters the loss reaches depends on shapes only, so
+    this is one forward (training mode) and backward of ``loss(model(clips), labels)`` on the
+    ``meta`` device: tensors without data, no memory and next to no time. The model's
+    parameters, buffers (BatchNorm statistics) and mode and the random number generators are
+    left as they were. Raises what the model raises on meta tensors (a forward that reads
+    values, a layer that needs real data such as SyncBatchNorm in a process group).
+    """
+    params = {
+        name: torch.empty_like(p, device="meta").requires_grad_(p.requires_grad)
+        for name, p in model.named_parameters()
+    }
+    buffers = {name: torch.empty_like(b, device="meta") for name, b in model.named_buffers()}
+    clips = torch.empty(tuple(clips_shape), device="meta")
+    labels = torch.zeros(clips.shape[0], dtype=torch.long, device="meta")
+    modes = [(module, module.training) for module in model.modules()]
+    model.train()
+    try:
+        output = functional_call(model, {**params, **buffers}, (clips,), strict=True)
+        value = loss(output, labels)
+    finally:
+        for module, training in modes:
+            module.training = training
+    trainable = [(name, p) for name, p in params.items() if p.requires_grad]
+    grads = torch.autograd.grad(value, [p for _, p in trainable], allow_unused=True)
+    return [name for (name, _), grad in zip(trainable, grads, strict=True) if grad is None]
+
+
+def ddp_parameters_without_gradient(
+    group: Distributed,
+    model: nn.Module,
+    clips_shape: Sequence[int],
+    loss: Callable[[object, torch.Tensor], torch.Tensor],
+) -> list[str] | None:
+    """:func:`parameters_without_gradient` for a DDP run, or ``None`` when the probe cannot run
+    on ``model``: DDP must then search the graph for unused parameters at every update
+    (``find_unused_parameters=True``), which the main process warns about, with the reason."""
+    try:
+        return parameters_without_gradient(model, clips_shape, loss)
+    except Exception as error:  # any model code may fail on meta tensors
+        if group.is_main:
+            logger.warning(
+                "cannot find the parameters that get no gradient with clips of shape %s "
+                "(a shape-only probe on the meta device failed: %s: %s): DDP searches for "
+                "unused parameters at every update (find_unused_parameters=True), which is "
+                "slower",
+                tuple(clips_shape),
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
+        return None
+
+
+def freeze_parameters(group: Distributed, model: nn.Module, names: list[str], frames: int) -> None:
+    """``requires_grad_(False)`` on the parameters ``names`` of ``model`` (those of
+    :func:`parameters_without_gradient` with clips of ``frames`` frames), so that DDP does not
+    wait for their gradients; the main process logs them. Freeze them after building the
+    optimiser: its parameter groups and state stay those of a single-process run (and of its
+    checkpoints), where these parameters never get a gradient either, so that SGD and AdamW
+    skip them (no update, no weight decay) in both."""
+    if not names:
+        return
+    parameters = dict(model.named_parameters())
+    for name in names:
+        parameters[name].requires_grad_(False)
+    if group.is_main:
+        count = f"{len(names)} parameter{'s' if len(names) > 1 else ''}"
+        verb = "get" if len(names) > 1 else "gets"
+        logger.info(
+            "%s %s no gradient with clips of %d frames: %s: frozen",
+            count,
+            verb,
+            frames,
+            ", ".join(names),
+        )
 
 
 class ShardedSampler(Sampler[int]):
