@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from sifa.data.annotations import DatasetSpec, VideoRecord
-from sifa.data.datasets import VideoClipDataset
+from sifa.data.datasets import UnreadableVideo, VideoClipDataset
 from sifa.data.decoding import VideoError, VideoNotFoundError
 from sifa.data.loader import make_loader, set_epoch
 from sifa.data.sampling import DenseSampler
@@ -134,6 +134,23 @@ def test_skip_mode_gives_up_after_max_substitutes(tmp_path):
     dataset = VideoClipDataset(records, ["a"], on_error="skip", max_substitutes=2)
     with pytest.raises(VideoError, match=r"gone3.mp4: no such file; and the 2 videos after item 1"):
         dataset[1]
+
+
+def test_evaluation_items_mark_unreadable_videos_instead_of_replacing_them(videos, tmp_path):
+    records = _with_bad_files(videos, tmp_path)
+    dataset = VideoClipDataset(records, list("abcde"), on_error="skip")
+    items = [dataset.evaluation_item(index) for index in range(len(dataset))]
+    marked = [item for item in items if isinstance(item, UnreadableVideo)]
+    assert [(m.index, m.path) for m in marked] == [(i, str(records[i].path)) for i in (1, 3, 5)]
+    assert [m.reason for m in marked[:2]] == ["no such file", "the file is empty"]
+    assert marked[2].reason.startswith("not a readable video")
+    for index in (0, 2, 4, 6):  # the readable videos are themselves, not a neighbour
+        clip, label = items[index]
+        assert label == records[index].label and torch.equal(clip, dataset[index][0])
+    assert dataset.skip_count == 0  # nothing was replaced
+    strict = VideoClipDataset(records, list("abcde"), on_error="raise")
+    with pytest.raises(VideoNotFoundError, match=r"missing.mp4: no such file"):
+        strict.evaluation_item(1)
 
 
 def test_frame_list_dataset_from_spec(tmp_path):

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from sifa.data.synthetic import SyntheticConfig
+from sifa.engine import demo
+from sifa.engine.checkpoint import resolve_checkpoint
+from sifa.engine.config import load_config
 from sifa.engine.demo import _pair_scores, run_demo
+from sifa.engine.evaluate import evaluate_checkpoint
 
 
 def test_pair_and_order_scores():
@@ -20,7 +24,10 @@ def test_pair_and_order_scores():
     assert order == pytest.approx(3 / 4)
 
 
-def test_demo_trains_scores_and_draws(tmp_path, capsys):
+def test_demo_trains_scores_and_draws(tmp_path, capsys, monkeypatch):
+    scored = []  # the checkpoints the demo loads to score
+    load = demo.load_model
+    monkeypatch.setattr(demo, "load_model", lambda path, *a: scored.append(path) or load(path, *a))
     data = SyntheticConfig(videos_per_class=8, val_videos_per_class=2, frames=8, num_pairs=1)
     out = tmp_path / "demo"
     rows = run_demo(out, models=("sifa_resnet18", "c2d_resnet18"), epochs=1, data=data,
@@ -32,7 +39,19 @@ def test_demo_trains_scores_and_draws(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text()) == rows
     table = (out / "results.md").read_text()
     assert table.count("\n| sifa_resnet18 |") + table.count("\n| c2d_resnet18 |") == 2
-    assert table in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert table in printed
+    # The demo scores the checkpoint that `sifa eval --checkpoint RUN` picks (best, else last),
+    # says which, and gets the same top-1 as `sifa eval` with the run's config.
+    run = out / "sifa_resnet18"
+    picked = resolve_checkpoint(run)
+    assert picked == run / "checkpoints" / "best.safetensors"
+    assert resolve_checkpoint(scored[0]) == picked and len(scored) == 2
+    assert rows[0]["checkpoint"] == "sifa_resnet18/checkpoints/best.safetensors"
+    assert f"sifa_resnet18: scoring {picked}" in printed
+    report = evaluate_checkpoint(run, load_config(run / "config.yaml"), tmp_path / "eval")
+    assert report["checkpoint"] == str(picked)
+    assert rows[0]["val_top1"] == report["top1"]
     for name in ("training_curves", "confusion_sifa_resnet18", "confusion_c2d_resnet18"):
         assert (out / f"{name}.png").stat().st_size > 5000
     assert (out / "sifa_resnet18" / "checkpoints" / "last.safetensors").is_file()

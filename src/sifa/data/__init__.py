@@ -11,7 +11,7 @@ from sifa.data.annotations import (
     VideoRecord,
     load_annotations,
 )
-from sifa.data.datasets import VideoClipDataset
+from sifa.data.datasets import UnreadableVideo, VideoClipDataset
 from sifa.data.decoding import (
     EmptyVideoError,
     VideoDecodeError,
@@ -31,6 +31,7 @@ __all__ = [
     "DenseSampler",
     "EmptyVideoError",
     "SegmentSampler",
+    "UnreadableVideo",
     "VideoClipDataset",
     "VideoDecodeError",
     "VideoError",

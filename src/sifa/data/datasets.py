@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,6 +18,17 @@ from sifa.data.sampling import DenseSampler
 logger = logging.getLogger(__name__)
 
 ON_ERROR_CHOICES = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class UnreadableVideo:
+    """An evaluation item whose video cannot be read (see
+    :meth:`VideoClipDataset.evaluation_item`): its index, its path and why (the
+    :class:`VideoError`'s problem)."""
+
+    index: int
+    path: str
+    reason: str
 
 
 class VideoClipDataset(Dataset):
@@ -37,7 +49,8 @@ class VideoClipDataset(Dataset):
     ``on_error="skip"`` replaces an item whose video cannot be read (a :class:`VideoError`:
     missing, empty, truncated, undecodable) by the next readable one, logs each bad file once
     and counts the skips across workers (:attr:`skip_count`, :meth:`reset_skips`). Other errors,
-    such as a crop larger than the video, always raise.
+    such as a crop larger than the video, always raise. Replacing suits training only:
+    evaluation reads items with :meth:`evaluation_item`, which never substitutes.
     """
 
     def __init__(
@@ -176,6 +189,20 @@ class VideoClipDataset(Dataset):
             f"{last_error.problem}; and the {self.max_substitutes} videos after item {index} "
             "could not be read either",
         )
+
+    def evaluation_item(self, index: int):
+        """Item ``index`` for evaluation: ``(clip, label)``, or, when its video cannot be read
+        and ``on_error="skip"``, an :class:`UnreadableVideo` marker, so that the video is left
+        out of the metrics instead of being scored as a copy of another one (nothing is logged
+        or counted: the caller lists the markers). With ``on_error="raise"`` the
+        :class:`VideoError` propagates."""
+        try:
+            return self.load(index)
+        except VideoError as error:
+            if self.on_error == "raise":
+                raise
+            path = str(self.records[index].path)
+            return UnreadableVideo(index, path, error.problem if error.path == path else str(error))
 
     def skipped_files(self) -> list[str]:
         """Files that were skipped at least once (logged), over all workers."""

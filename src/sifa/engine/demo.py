@@ -1,8 +1,10 @@
 """``sifa demo``: SIFA-Net against C2D and TSM on the synthetic motion-order task, on a CPU.
 
 Makes the synthetic dataset if it is not there, trains the three small networks with the same
-recipe and number of updates, scores them on the validation videos, prints a table and writes
-``training_curves.png``, one confusion matrix per model, ``results.json`` and ``results.md``.
+recipe and number of updates, scores each run's checkpoint on the validation videos (the one
+``sifa eval --checkpoint RUN`` picks: ``best``, else ``last``, with the same views), prints a
+table and writes ``training_curves.png``, one confusion matrix per model, ``results.json`` and
+``results.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from omegaconf import OmegaConf
 from sifa.data.synthetic import SyntheticConfig, make_synthetic_dataset
 from sifa.engine import distributed
 from sifa.engine.builders import build_eval_set
-from sifa.engine.checkpoint import load_model
+from sifa.engine.checkpoint import load_model, resolve_checkpoint
 from sifa.engine.config import TrainConfig, validate
 from sifa.engine.evaluate import score_videos
 from sifa.engine.metrics import classification_report, plot_confusion_matrix, plot_training_curves
@@ -62,6 +64,7 @@ DEMO_RECIPE = {
     },
     "eval_every": 2,
     "log_every": 10,
+    "checkpoint_minutes": 0,  # minutes-long runs: the epoch-end checkpoints are enough
 }
 
 
@@ -123,11 +126,23 @@ def run_demo(
         start = time.perf_counter()
         result = train(config)
         seconds = time.perf_counter() - start
-        model, _, class_names = load_model(result.output_dir / "checkpoints" / "last", "cpu")
-        val_set = build_eval_set(config, "val", clips=1, crops=1, class_names=class_names)
-        scores, labels = score_videos(model, val_set, group, batch_size=16)
-        report = classification_report(scores, labels, class_names)
-        pair, order = _pair_scores(scores, labels)
+        # What `sifa eval --checkpoint RUN` scores: best, else last, with the test views.
+        checkpoint = resolve_checkpoint(result.output_dir)
+        print(f"{model_name}: scoring {checkpoint}", flush=True)
+        model, _, class_names = load_model(checkpoint, "cpu")
+        data_config = config.data
+        val_set = build_eval_set(
+            config,
+            "val",
+            clips=data_config.test_clips,
+            crops=data_config.test_crops,
+            class_names=class_names,
+        )
+        scored = score_videos(model, val_set, group, batch_size=data_config.val_batch_size)
+        if scored.unreadable:
+            print(f"{len(scored.unreadable)} unreadable validation videos left out", flush=True)
+        report = classification_report(scored.scores, scored.labels, class_names)
+        pair, order = _pair_scores(scored.scores, scored.labels)
         cost = model_complexity(model_name, data.frames, data.size, **config.model.switches)
         rows.append(
             {
@@ -138,6 +153,7 @@ def run_demo(
                 "val_top1": report["top1"],
                 "right_pair": pair,
                 "right_order_given_pair": order,
+                "checkpoint": checkpoint.relative_to(out_dir).as_posix(),
             }
         )
         histories[model_name] = result.history
@@ -145,7 +161,7 @@ def run_demo(
             np.asarray(report["confusion_matrix"]),
             class_names,
             out_dir / f"confusion_{model_name}.png",
-            title=f"{model_name}: synthetic validation set",
+            title=f"{model_name} ({checkpoint.stem}): synthetic validation set",
         )
     plot_training_curves(histories, out_dir / "training_curves.png", title="sifa demo")
     table = format_results(rows)

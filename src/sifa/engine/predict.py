@@ -10,7 +10,7 @@ from sifa.data.decoding import open_video
 from sifa.data.sampling import DenseSampler
 from sifa.data.transforms import eval_transform
 from sifa.engine import distributed
-from sifa.engine.checkpoint import load_model
+from sifa.engine.checkpoint import load_model, resolve_checkpoint
 
 
 class Predictor:
@@ -18,12 +18,16 @@ class Predictor:
 
     Each clip (``data.clip_len`` frames, ``data.frame_interval`` apart) is viewed with
     ``data.test_crops`` crops of ``data.test_crop_size`` after resizing the short side to
-    ``data.test_short_side``; the softmaxes of all views are averaged.
+    ``data.test_short_side``; the softmaxes of all views are averaged. :attr:`checkpoint` is
+    the weights file used (a run folder gives its ``best``, else ``last``, as for ``sifa eval``).
+    A video that cannot be read raises its :class:`~sifa.data.decoding.VideoError`: no other
+    video's scores ever stand in for it.
     """
 
     def __init__(self, checkpoint: str | Path, *, device: str = "auto", backend: str = "pyav"):
         self.device = distributed.setup(device).device
-        self.model, self.config, self.class_names = load_model(checkpoint, self.device)
+        self.checkpoint = resolve_checkpoint(checkpoint)
+        self.model, self.config, self.class_names = load_model(self.checkpoint, self.device)
         data = self.config.data
         self.transform = eval_transform(
             short_side=data.test_short_side,
