@@ -13,6 +13,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Under pytest-xdist (`-n auto`: one worker per core) each worker computes on one thread, so that
+# the workers do not fight over the cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def cpu_kernel_built():

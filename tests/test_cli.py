@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import sifa
 from sifa.cli import main, parse_switches
 
 from video_fixtures import indexed_frames, write_mp4
@@ -18,6 +19,10 @@ def test_models_lists_the_registry(capsys):
     out = capsys.readouterr().out
     assert "sifa_resnet50" in out and "the paper's main network" in out
     assert "c2d_resnet50" not in out
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(sifa.list_models())
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # every model described
 
 
 def test_flops_text_compares_with_the_paper(capsys):
@@ -105,3 +110,48 @@ def test_check_data_reads_a_config(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("data:\n  train:\n    root: x\n")
     assert main(["check-data", str(tmp_path / "bad.yaml"), "--quiet"]) == 2
     assert "no dataset found" in capsys.readouterr().err
+
+
+def test_a_malformed_config_is_one_line_naming_the_file_and_the_line(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: [0.1\nmodel: x\n")
+    for command in ("train", "check-data"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"sifa {command}: error: {path}: not valid YAML: ")
+        assert "',' or ']'" in err and err.endswith(" at line 3, column 6\n")
+        assert err.count("\n") == 1
+
+
+def test_a_checkpoint_whose_config_builds_objects_is_one_line(tmp_path, capsys):
+    from sifa.engine.checkpoint import save_checkpoint
+
+    marker = tmp_path / "code_ran"
+    model = sifa.create_model("c2d_resnet18", num_classes=2, base_width=8)
+    evil = f"model: !!python/object/apply:os.system ['touch {marker}']\n"
+    save_checkpoint(tmp_path, "evil", model, config_yaml=evil, class_names=["a", "b"], update=1)
+    args = ["predict", str(tmp_path / "clip.mp4"), "--checkpoint", str(tmp_path / "evil")]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        f"sifa predict: error: the config stored in {tmp_path / 'evil.safetensors'}: not valid "
+        "YAML: could not determine a constructor for the tag"
+    )
+    assert not marker.exists()
+
+
+def test_a_video_error_in_a_dataloader_worker_is_one_line(tiny_data, tmp_path, capsys):
+    from training_fixtures import tiny_config, write_config
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
+    lines = (tiny_data / "train.txt").read_text().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join([f"{broken} 0", *lines]) + "\n")
+    config = tiny_config(tiny_data, tmp_path / "run", data__on_error="raise",
+                         data__num_workers=2, eval_every=0)  # fmt: skip
+    config.data.train.annotations = str(tmp_path / "train.txt")
+    assert main(["train", str(write_config(config, tmp_path / "run.yaml"))]) == 2
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if "error" in line]
+    assert line.startswith(f"sifa train: error: {broken}: ")
+    assert "Traceback" not in err and "Caught" not in err

@@ -85,11 +85,16 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.switches)
     result = train(config, resume=args.resume_from or args.resume)
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one summary: rank 0's
     if result.interrupted:
-        print(f"stopped by {signal.Signals(result.interrupted).name}: resume with --resume")
+        if main:
+            print(f"stopped by {signal.Signals(result.interrupted).name}: resume with --resume")
         return 128 + result.interrupted
     best = f"{100 * result.best_top1:.2f}%" if result.best_top1 is not None else "n/a"
-    print(f"done: {result.updates} updates, best validation top-1 {best}, in {result.output_dir}")
+    if main:
+        print(
+            f"done: {result.updates} updates, best validation top-1 {best}, in {result.output_dir}"
+        )
     return 0
 
 
@@ -102,10 +107,16 @@ def _eval(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else checkpoint.parent.parent / "eval"
     report = evaluate_checkpoint(checkpoint, config, out, split=args.split)
     if int(os.environ.get("RANK", "0")) == 0:
+        split = report["split"]
+        excluded = report["num_unreadable"]
+        unreadable = (
+            f", {excluded} unreadable excluded (listed in eval_{split}.json)" if excluded else ""
+        )
         print(
-            f"{report['split']}: {report['num_videos']} videos, {report['views']} views each: "
-            f"top-1 {100 * report['top1']:.2f}%, top-5 {100 * report['top5']:.2f}%, "
+            f"{split}: {report['num_videos']} videos scored{unreadable}, {report['views']} views "
+            f"each: top-1 {100 * report['top1']:.2f}%, top-5 {100 * report['top5']:.2f}%, "
             f"mean class accuracy {100 * report['mean_class_accuracy']:.2f}%\n"
+            f"checkpoint {report['checkpoint']}\n"
             f"report, confusion matrix and scores in {out}/"
         )
 
@@ -115,6 +126,7 @@ def _predict(args: argparse.Namespace) -> int:
     from sifa.engine.predict import Predictor
 
     predictor = Predictor(args.checkpoint, device=args.device, backend=args.backend)
+    print(f"checkpoint {predictor.checkpoint}", file=sys.stderr)  # stdout: the results only
     results, failed = [], 0
     for video in args.videos:
         try:
@@ -123,7 +135,9 @@ def _predict(args: argparse.Namespace) -> int:
             )
         except (VideoError, ValueError) as error:
             failed += 1
-            results.append({"video": video, "error": str(error)})
+            # A VideoError names the video already: the entry says which one it is.
+            reason = error.problem if isinstance(error, VideoError) else str(error)
+            results.append({"video": video, "error": reason})
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -450,33 +464,59 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="multi-view evaluation of a checkpoint",
         description="Score data.<split> with data.test_clips x data.test_crops views per "
-        "video (softmaxes averaged); print top-1, top-5 and mean class accuracy; write the "
-        "report (JSON), the confusion matrix (PNG) and the scores (NPZ).",
+        "video (softmaxes averaged); print top-1, top-5 and mean class accuracy and the "
+        "checkpoint file used; write the report (JSON), the confusion matrix (PNG) and the "
+        "scores (NPZ). A video that cannot be read is left out of the metrics and listed in "
+        "the report (with data.on_error=raise it stops the evaluation).",
     )
     evaluate.add_argument("config", help="YAML config giving the data and the test views")
     evaluate.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
-    evaluate.add_argument("--split", default="val", choices=("val", "train"))
+    evaluate.add_argument(
+        "--split", default="val", choices=("val", "train"),
+        help="the config's dataset to score: data.val (default) or data.train",
+    )  # fmt: skip
     evaluate.add_argument("--out", help="output folder (default: RUN/eval)")
     evaluate.add_argument("switches", nargs="*", metavar="KEY=VALUE", help="config overrides")
     evaluate.set_defaults(run=_eval)
 
     predict = commands.add_parser(
-        "predict", help="top-k classes of videos, whole or in sliding windows"
+        "predict",
+        help="top-k classes of videos, whole or in sliding windows",
+        description="Score videos with a trained checkpoint, using the clip sampling and test "
+        "views of its training config (data.test_clips x data.test_crops, softmaxes "
+        "averaged). A video that cannot be read gets an error entry (exit status 1).",
     )
     predict.add_argument("videos", nargs="+", help="video files")
     predict.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
-    predict.add_argument("--topk", type=int, default=5)
     predict.add_argument(
-        "--window-seconds", type=float, help="score consecutive windows of this length"
+        "--topk", type=int, default=5, help="classes listed per video and window (default 5)"
     )
-    predict.add_argument("--json", action="store_true")
-    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    predict.add_argument("--backend", default="pyav", choices=("pyav", "decord"))
+    predict.add_argument(
+        "--window-seconds", type=float,
+        help="score consecutive windows of this length, one clip each (default: whole video)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--json", action="store_true", help="print a JSON list (one entry per video)"
+    )
+    predict.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"),
+        help="where the model runs (auto: a GPU if there is one)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--backend", default="pyav", choices=("pyav", "decord"),
+        help="video decoder (decord: optional, faster on some files)",
+    )  # fmt: skip
     predict.set_defaults(run=_predict)
 
     demo = commands.add_parser(
         "demo",
         help="train SIFA-Net, C2D and TSM on the synthetic motion-order task (CPU, minutes)",
+        description="Write the synthetic motion-order dataset to OUT/data (unless it is "
+        "there), train sifa_resnet18, c2d_resnet18 and tsm_resnet18 on it with the same recipe "
+        "(configs/demo_synthetic.yaml) into OUT/<model>, score each run's checkpoint on the "
+        "validation videos (the one `sifa eval --checkpoint OUT/<model>` picks: best, else "
+        "last), and write a table (results.md, results.json), training curves and one "
+        "confusion matrix per model to OUT.",
     )
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument("--epochs", type=int, help="override the recipe's epochs")
@@ -676,13 +716,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.switches = [*args.switches, *extra]
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from sifa.data.decoding import VideoError
 
     try:
-        return args.run(args) or 0
-    except (ValueError, TypeError, VideoError) as error:
-        print(f"sifa {args.command}: error: {error}", file=sys.stderr)
+        # Log lines go through tqdm, so that they do not land on a progress bar's line.
+        with logging_redirect_tqdm():
+            return args.run(args) or 0
+    except (ValueError, TypeError, VideoError, OSError) as error:
+        print(f"sifa {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line. An error re-raised by a DataLoader from a worker
+    process carries the worker's whole traceback: its last line is the original message."""
+    message = str(error)
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    if "\nOriginal Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        return f"{last.partition(': ')[2] or last} (in a DataLoader worker)"
+    return message
 
 
 if __name__ == "__main__":

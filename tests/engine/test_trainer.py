@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
 import torch
 
+from sifa.engine import distributed
+from sifa.engine.builders import build_eval_set
 from sifa.engine.checkpoint import load_model, load_training_state, load_weights
+from sifa.engine.evaluate import score_videos
 from sifa.engine.trainer import Trainer, train
 
 from training_fixtures import tiny_config
@@ -43,6 +47,28 @@ def test_short_run_learns_and_writes_its_records(tiny_data, tmp_path):
     assert class_names == (tiny_data / "classes.txt").read_text().split()
     assert model.fc.out_features == 4
     assert load_training_state(run / "checkpoints" / "last")["epoch"] == 24
+
+
+def test_unreadable_validation_videos_are_excluded_and_named(tiny_data, tmp_path, caplog):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    missing, empty = tmp_path / "missing.mp4", tmp_path / "empty.mp4"
+    lines = (tiny_data / "val.txt").read_text().splitlines()
+    (tmp_path / "val.txt").write_text("\n".join([f"{missing} 0", *lines, f"{empty} 1"]) + "\n")
+    config = tiny_config(tiny_data, tmp_path / "run", optim__epochs=1)
+    config.data.val.annotations = str(tmp_path / "val.txt")
+    with caplog.at_level(logging.WARNING, logger="sifa.engine.trainer"):
+        (record,) = train(config).history
+    assert record["val_unreadable"] == 2
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "sifa.engine.trainer"]
+    assert "2 unreadable validation videos" in warning
+    assert str(missing) in warning and str(empty) in warning
+    # Validation top-1 is that of the 8 readable videos alone, with the validation views.
+    model = load_model(tmp_path / "run")[0]
+    readable = build_eval_set(tiny_config(tiny_data, tmp_path / "other"), "val", clips=1, crops=1)
+    alone = score_videos(model, readable, distributed.setup("cpu"), batch_size=3)
+    assert len(alone.labels) == len(lines) == 8 and not alone.unreadable
+    top1 = float((alone.scores.argmax(1) == alone.labels).mean())
+    assert record["val_top1"] == pytest.approx(top1, abs=1e-12)
 
 
 def weights_of(run):
@@ -124,6 +150,9 @@ def test_a_fresh_run_does_not_overwrite_a_run(tiny_data, tmp_path):
     train(config)
     with pytest.raises(ValueError, match="already holds a run: continue it with --resume"):
         Trainer(config)
+    fresh = tiny_config(tiny_data, tmp_path / "fresh")
+    with pytest.raises(ValueError, match=r"nothing to resume in .*fresh: no checkpoints/last"):
+        Trainer(fresh, resume=True)
 
 
 def test_resumed_logs_read_as_one_run(tiny_data, tmp_path):
@@ -136,3 +165,95 @@ def test_resumed_logs_read_as_one_run(tiny_data, tmp_path):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["update"] for r in records if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]
+
+
+class _SavesSpy:
+    """Records ``(name, update, epoch, next_batch)`` of every checkpoint the trainer writes."""
+
+    def __init__(self, monkeypatch) -> None:
+        from sifa.engine import trainer
+
+        self.saves = []
+        save = trainer.save_checkpoint
+
+        def recording_save(folder, name, model, **kwargs):
+            state = kwargs.get("training_state") or {}
+            self.saves.append((name, kwargs["update"], state.get("epoch"), state.get("next_batch")))
+            return save(folder, name, model, **kwargs)
+
+        monkeypatch.setattr(trainer, "save_checkpoint", recording_save)
+
+
+@pytest.mark.parametrize(
+    ("setting", "mid_epoch"),
+    [
+        ({"checkpoint_every": 4}, [(4, 0, 4), (8, 1, 2)]),  # updates 4, 8 (12 ends an epoch)
+        ({"checkpoint_minutes": 25}, [(3, 0, 3), (9, 1, 3)]),  # 10 minutes per update
+    ],
+)
+def test_last_is_saved_inside_epochs_with_its_position(tiny_data, tmp_path, monkeypatch,
+                                                       setting, mid_epoch):  # fmt: skip
+    from types import SimpleNamespace
+
+    from sifa.engine import trainer
+
+    clock = [0.0]  # minutes of a fake clock that each update moves on by 10
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(
+        monotonic=lambda: 60 * clock[0], perf_counter=trainer.time.perf_counter))  # fmt: skip
+    step = trainer.Trainer._step
+
+    def step_of_ten_minutes(self):
+        step(self)
+        clock[0] += 10
+
+    monkeypatch.setattr(trainer.Trainer, "_step", step_of_ten_minutes)
+    spy = _SavesSpy(monkeypatch)
+    options = {"checkpoint_minutes": 0, **setting}
+    # 12 videos in batches of 2: 6 updates per epoch.
+    config = tiny_config(tiny_data, tmp_path / "run", data__batch_size=2, eval_every=0,
+                         **options)  # fmt: skip
+    train(config)
+    ends = [(6, 1, 0), (12, 2, 0)]
+    assert spy.saves == [("last", *save) for save in sorted(mid_epoch + ends)]
+
+
+def test_the_demo_saves_at_epoch_ends_and_runs_every_30_minutes_by_default():
+    from omegaconf import OmegaConf
+
+    from sifa.engine.config import TrainConfig
+    from sifa.engine.demo import DEMO_RECIPE
+
+    defaults = OmegaConf.structured(TrainConfig)
+    assert (defaults.checkpoint_minutes, defaults.checkpoint_every) == (30, 0)
+    assert DEMO_RECIPE["checkpoint_minutes"] == 0 and "checkpoint_every" not in DEMO_RECIPE
+
+
+def test_a_full_disk_stops_training_with_one_line_and_keeps_the_last_checkpoint(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
+    from sifa import files
+    from sifa.cli import main
+
+    from training_fixtures import write_config
+
+    path = write_config(tiny_config(tiny_data, tmp_path / "run", eval_every=0), tmp_path / "a.yaml")
+    full_disk = tmp_path / "full_disk"
+    full_disk.symlink_to("/dev/full")
+    temporary_path = files.temporary_path
+    saves = []
+
+    def second_save_on_a_full_disk(target):  # epoch 2's weights go to /dev/full
+        saves.append(target.name)
+        second = target.name == "last.safetensors" and saves.count("last.safetensors") == 2
+        return full_disk if second else temporary_path(target)
+
+    monkeypatch.setattr(files, "temporary_path", second_save_on_a_full_disk)
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    last = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    assert err.splitlines()[-1] == (
+        f"sifa train: error: cannot write {last}: No space left on device (ENOSPC); the "
+        "previous last checkpoint is kept"
+    )
+    assert "Traceback" not in err
+    assert load_training_state(last)["update"] == 3  # the end of epoch 1

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from sifa.data.annotations import AnnotationError, DatasetSpec, VideoRecord
 from sifa.data.datasets import VideoClipDataset
 from sifa.data.decoding import VideoError, VideoReader
+from sifa.files import yaml_problem
 
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(DatasetSpec)}
 
@@ -68,7 +69,10 @@ def specs_from_yaml(path: str | Path) -> dict[str, DatasetSpec]:
     if not path.is_file():
         raise AnnotationError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as handle:
-        document = yaml.safe_load(handle)
+        try:
+            document = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise AnnotationError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     if isinstance(document, dict) and isinstance(document.get("data"), dict):
         document = document["data"]
     if not isinstance(document, dict):

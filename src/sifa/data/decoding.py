@@ -36,10 +36,25 @@ os.register_at_fork(before=gc.collect)
 class VideoError(Exception):
     """A video or frame folder that cannot be read; ``path`` names it."""
 
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+    def __init__(self, path: str | os.PathLike, problem: str | None = None) -> None:
+        if problem is None:
+            # Re-raised by a DataLoader from a worker process, which passes its report (the
+            # worker's traceback) as the only argument: its last line is the original error.
+            path, problem = _error_of_worker_report(str(path))
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+def _error_of_worker_report(report: str) -> tuple[str, str]:
+    """``(path, problem)`` from the last line of a worker's traceback,
+    ``module.ClassName: PATH: PROBLEM``."""
+    lines = [line for line in report.splitlines() if line.strip()]
+    _, _, message = (lines[-1] if lines else "").partition(": ")
+    path, separator, problem = message.partition(": ")
+    if not separator:
+        return report.strip(), "cannot be read"
+    return path, problem
 
 
 class VideoNotFoundError(VideoError, FileNotFoundError):

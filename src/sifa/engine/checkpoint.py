@@ -1,33 +1,60 @@
 """Checkpoints: weights as ``.safetensors``, training state in a ``weights_only`` torch file.
 
-A checkpoint ``NAME`` in a folder is two files written atomically (temporary file, then
-``os.replace``):
+A checkpoint ``NAME`` in a folder is
 
-- ``NAME.safetensors``: the model's weights, with the run's config (YAML) and class names in
-  the file's metadata, so that it alone is enough to evaluate or predict;
-- ``NAME.state.pt``: optimiser, scheduler, grad scaler, RNG states and the position in training
-  (epoch, update, best score), loaded with ``weights_only=True``: a file that would need
-  pickled code to load is refused.
+- ``NAME.safetensors``: the model's weights, with the run's config (YAML, interpolations
+  resolved) and class names in the file's metadata, so that it alone is enough to evaluate or
+  predict;
+- ``NAME.state-UPDATE.pt`` (only for checkpoints that can be resumed): optimiser, scheduler,
+  grad scaler, RNG states and the position in training (epoch, batch, update, best score),
+  loaded with ``weights_only=True``: a file that would need pickled code to load is refused.
+  The weights file's metadata names it.
 
-Both carry the update count, so a state file from another moment than the weights (a crash
-between the two renames) is detected instead of silently resumed.
+Saving is one atomic step. The state file is written first under its own new name, then the
+weights file replaces the old one with a single ``os.replace``: that rename commits the new
+pair; only then is the previous state file removed. A kill, a crash or a failed write at any
+moment leaves the previous pair or the new one, both complete. Temporary files of killed
+writes and state files that no weights file names are removed by the next save or resume.
+Files are flushed to the disk (``fsync``) before they are renamed into place.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
+import signal
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
-from sifa.files import replace_atomically
+from sifa.files import remove_stale_temporaries, replace_atomically
 from sifa.models.weights import CheckpointError, load_torch_file
 
 FORMAT = "sifa-checkpoint-1"
+
+# Test hook: SIFA_TEST_KILL_AT=NAME:STAGE[@N] kills this process with SIGKILL the N-th time (1st
+# by default) the save of checkpoint NAME reaches STAGE, to test what a kill leaves behind.
+KILL_AT_VARIABLE = "SIFA_TEST_KILL_AT"
+SAVE_STAGES = ("state-written", "state-placed", "weights-written", "committed")
+_stages_reached: Counter = Counter()
+
+
+def _reached(name: str, stage: str) -> None:
+    target = os.environ.get(KILL_AT_VARIABLE)
+    if not target:
+        return
+    where, _, count = target.partition("@")
+    if where != f"{name}:{stage}":
+        return
+    _stages_reached[where] += 1
+    if _stages_reached[where] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def rng_state() -> dict:
@@ -66,7 +93,10 @@ def save_checkpoint(
     update: int,
     training_state: dict | None = None,
 ) -> Path:
-    """Write ``NAME.safetensors`` (and ``NAME.state.pt`` when ``training_state`` is given)."""
+    """Write checkpoint ``NAME`` (its training state too when ``training_state`` is given) in
+    one atomic step (see the module's docstring); returns the weights file. A failed write
+    raises :class:`CheckpointError` naming the file and the cause, and leaves the previous
+    checkpoint as it was."""
     folder = Path(folder)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {
@@ -75,12 +105,79 @@ def save_checkpoint(
         "class_names": json.dumps(class_names),
         "update": str(update),
     }
-    if training_state is not None:
-        state = dict(training_state, update=update)
-        replace_atomically(folder / f"{name}.state.pt", lambda p: torch.save(state, p))
     path = folder / f"{name}.safetensors"
-    replace_atomically(path, lambda p: save_file(weights, str(p), metadata=metadata))
+    writing = path
+    remove_leftovers(folder, name)
+    try:
+        if training_state is not None:
+            writing = folder / f"{name}.state-{update:08d}.pt"
+            metadata["state_file"] = writing.name
+            state = dict(training_state, update=update)
+            _write(writing, lambda handle: torch.save(state, handle), name, "state")
+            writing = path
+        _write(path, lambda handle: handle.write(safetensors_bytes(weights, metadata)), name,
+               "weights")  # fmt: skip
+    except OSError as error:
+        remove_leftovers(folder, name)
+        cause = error.strerror or str(error)
+        if error.errno in errno.errorcode:
+            cause += f" ({errno.errorcode[error.errno]})"
+        raise CheckpointError(
+            f"cannot write {writing}: {cause}; the previous {name} checkpoint is kept"
+        ) from error
+    _reached(name, "committed")
+    remove_leftovers(folder, name)  # the previous state file
     return path
+
+
+def _write(path: Path, write, name: str, part: str) -> None:
+    """``write(handle)`` into ``path``, atomically and durably. Writing through a Python file
+    object makes a full disk an ``OSError`` that says so (``torch.save`` to a path reports it
+    as an opaque C++ stream error)."""
+
+    def write_file(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            write(handle)
+
+    replace_atomically(
+        path, write_file, durable=True, before_replace=lambda: _reached(name, f"{part}-written")
+    )
+    if part == "state":
+        _reached(name, "state-placed")
+
+
+def remove_leftovers(folder: str | Path, name: str) -> list[Path]:
+    """Remove what interrupted saves of checkpoint ``NAME`` left in ``folder``: temporary files
+    of writers that are gone, and state files that ``NAME.safetensors`` does not name (kept
+    all when that file is missing or unreadable). Returns the removed paths."""
+    folder = Path(folder)
+
+    def belongs(target: str) -> bool:
+        return target == f"{name}.safetensors" or target.startswith(f"{name}.state")
+
+    removed = remove_stale_temporaries(folder, belongs)
+    weights = folder / f"{name}.safetensors"
+    if not weights.is_file():
+        return removed
+    try:
+        keep = _state_file_name(weights, read_metadata(weights))
+    except CheckpointError:
+        return removed
+    for candidate in [folder / f"{name}.state.pt", *folder.glob(f"{name}.state-*.pt")]:
+        if candidate.name != keep and candidate.is_file():
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
+def _state_file_name(weights_path: Path, metadata: dict[str, str]) -> str:
+    """The state file a weights file belongs with (``NAME.state.pt`` for files written before
+    state files carried their update)."""
+    legacy = weights_path.name.removesuffix(".safetensors") + ".state.pt"
+    name = metadata.get("state_file", legacy)
+    if Path(name).name != name:
+        raise CheckpointError(f"{weights_path} names a state file outside its folder: {name!r}")
+    return name
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -93,20 +190,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
             if weights.is_file():
                 return weights
         raise CheckpointError(f"no checkpoint (best or last .safetensors) in {path}")
-    if path.suffix != ".safetensors":
-        path = path.with_name(path.name + ".safetensors")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    return path
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        return path
+    weights = path.with_name(path.name + ".safetensors")
+    if not weights.is_file():
+        raise CheckpointError(
+            f"checkpoint not found: {path} is neither a run folder nor a checkpoint (there is "
+            f"no {weights.name} beside it either)"
+        )
+    return weights
 
 
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Weights and metadata of a checkpoint (no pickle involved)."""
-    path = resolve_checkpoint(path)
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a sifa checkpoint's weights file (no tensor is read)."""
+    path = Path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
-            weights = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from error
     if metadata.get("format") != FORMAT:
@@ -114,21 +216,34 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
             f"{path} is not a sifa training checkpoint (no {FORMAT!r} metadata); for ImageNet "
             "weights use model.pretrained"
         )
+    return metadata
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Weights and metadata of a checkpoint (no pickle involved)."""
+    path = resolve_checkpoint(path)
+    metadata = read_metadata(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            weights = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from error
     return weights, metadata
 
 
 def load_training_state(weights_path: str | Path) -> dict:
-    """The ``.state.pt`` beside a checkpoint's weights, checked to be from the same update."""
+    """The training state that belongs with a checkpoint's weights, checked to be from the
+    same update."""
     weights_path = resolve_checkpoint(weights_path)
-    path = weights_path.with_name(weights_path.name.removesuffix(".safetensors") + ".state.pt")
+    metadata = read_metadata(weights_path)
+    path = weights_path.with_name(_state_file_name(weights_path, metadata))
     if not path.is_file():
         raise CheckpointError(f"training state not found: {path} (needed to resume)")
     state = load_torch_file(path, "it was not written by sifa or has been tampered with")
-    _, metadata = load_weights(weights_path)
     if str(state.get("update")) != metadata.get("update"):
         raise CheckpointError(
             f"{path} (update {state.get('update')}) does not belong to {weights_path} (update "
-            f"{metadata.get('update')}): the run stopped while writing them"
+            f"{metadata.get('update')})"
         )
     return state
 
@@ -138,13 +253,20 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
     config stored in the weights file, its weights loaded, in eval mode on ``device``."""
     from omegaconf import OmegaConf
 
-    from sifa.engine.config import from_yaml
+    from sifa.engine.config import ConfigError, from_yaml
     from sifa.models import create_model
 
     path = resolve_checkpoint(checkpoint)
     weights, metadata = load_weights(path)
-    config = from_yaml(metadata["config"])
-    class_names = json.loads(metadata["class_names"])
+    try:
+        config = from_yaml(metadata["config"], source=f"the config stored in {path}")
+        class_names = json.loads(metadata["class_names"])
+    except KeyError as error:
+        raise CheckpointError(f"{path} has no {error} in its metadata") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: its class names are not JSON: {error}") from None
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
     switches = OmegaConf.to_container(config.model.switches, resolve=True)
     model = create_model(config.model.name, num_classes=len(class_names), **switches)
     try:

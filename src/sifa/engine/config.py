@@ -7,15 +7,18 @@ Values are then checked against their allowed choices and ranges here.
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sifa.data.annotations import FORMATS, DatasetSpec
 from sifa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sifa.files import yaml_problem
 
 
 class ConfigError(ValueError):
@@ -65,7 +68,9 @@ class DataConfig:
     batch_size: int = 8  # clips per process and step
     val_batch_size: int = 4  # videos per process and step (each with all its views)
     num_workers: int = 4
-    on_error: str = "skip"  # "skip" unreadable videos (counted, logged once) or "raise"
+    # An unreadable video: "skip" replaces it by the next readable one in training (counted,
+    # logged once) and leaves it out of evaluation (listed); "raise" stops with its name.
+    on_error: str = "skip"
     cache_videos: bool = False  # keep decoded videos in memory (small datasets only)
 
 
@@ -124,6 +129,10 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True  # progress bars
     threads: int | None = None  # torch CPU threads (default: torch's choice)
+    # Mid-epoch saves of the `last` checkpoint (with the exact position in the epoch), besides
+    # the one at every epoch end; whichever comes first. 0 turns either off.
+    checkpoint_minutes: float = 30.0  # minutes of training between saves
+    checkpoint_every: int = 0  # updates between saves (at updates N, 2N, ...)
 
 
 _CHOICES = {
@@ -155,6 +164,8 @@ _AT_LEAST = {
     "optim.weight_decay": 0,
     "eval_every": 0,
     "log_every": 1,
+    "checkpoint_minutes": 0,
+    "checkpoint_every": 0,
 }
 
 
@@ -214,7 +225,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if path is not None:
             if not Path(path).is_file():
                 raise ConfigError(f"config file not found: {path}")
-            config = OmegaConf.merge(config, OmegaConf.load(path))
+            config = OmegaConf.merge(config, _read_yaml(Path(path)))
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
@@ -226,6 +237,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if config.data.train is not None and OmegaConf.is_missing(config.data.train, "root"):
         raise ConfigError(f"{source}: data.train.root is required")
     return config
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
 
 
 def _describe(error: OmegaConfBaseException) -> str:
@@ -249,9 +267,36 @@ def dataset_spec(config: DictConfig, split: str) -> DatasetSpec:
 
 
 def to_yaml(config: DictConfig) -> str:
-    return OmegaConf.to_yaml(config)
+    """The config as YAML, interpolations resolved: what a run folder and a checkpoint keep."""
+    return OmegaConf.to_yaml(config, resolve=True)
 
 
-def from_yaml(text: str) -> DictConfig:
-    """A config stored in a checkpoint, merged onto today's defaults (new keys get defaults)."""
-    return OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(text))
+def from_yaml(text: str, source: str = "config") -> DictConfig:
+    """A config stored in a checkpoint, merged onto today's defaults (new keys get defaults).
+
+    It is read as plain data: YAML tags that would build Python objects are refused, and
+    ``${...}`` in a value is kept as text, never resolved (so a checkpoint cannot read
+    environment variables or call resolvers). Errors are :class:`ConfigError` naming
+    ``source``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {yaml_problem(error)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(TrainConfig), _literal(data))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None
+
+
+def _literal(value):
+    """``value`` with every string escaped so that OmegaConf reads it as the text it is: a run
+    of ``k`` backslashes before ``${`` becomes ``2k + 1`` of them (OmegaConf's escape)."""
+    if isinstance(value, dict):
+        return {key: _literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_literal(item) for item in value]
+    if isinstance(value, str):
+        return re.sub(r"(\\*)\$\{", lambda match: match[1] * 2 + "\\${", value)
+    return value

@@ -3,10 +3,11 @@
 One update = ``optim.accumulate`` micro-batches on every process; the learning rate follows the
 warm-up + cosine schedule per update. Every epoch ends with an optional validation (a single
 cheap view per video unless configured otherwise), a line in ``metrics.jsonl`` and TensorBoard,
-and the ``last`` checkpoint; a better validation top-1 also writes ``best``. Ctrl-C or SIGTERM
-finish the current update, write ``last`` (with the position inside the epoch) and stop;
-``resume`` continues from it with the same schedule and the same remaining batch order. Only
-the main process writes files.
+and the ``last`` checkpoint; a better validation top-1 also writes ``best``. Inside an epoch,
+``last`` is also saved every ``checkpoint_minutes`` of training and every ``checkpoint_every``
+updates, with the position inside the epoch. Ctrl-C or SIGTERM finish the current update,
+write ``last`` and stop; ``resume`` continues from it with the same schedule and the same
+remaining batch order. Only the main process writes files.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from sifa.engine.builders import (
 from sifa.engine.checkpoint import (
     load_training_state,
     load_weights,
+    remove_leftovers,
     resolve_checkpoint,
     rng_state,
     save_checkpoint,
@@ -177,6 +179,13 @@ class Trainer:
             )
 
         model = build_model(config, len(self.class_names))
+        no_gradient: list[str] | None = []  # None: DDP has to search at every update
+        if self.group.enabled:  # probed before SyncBatchNorm, whose forward needs real data
+            data = config.data
+            clips = (data.batch_size, 3, data.clip_len, data.train_size, data.train_size)
+            no_gradient = distributed.ddp_parameters_without_gradient(
+                self.group, model, clips, classification_loss
+            )
         if config.model.sync_batchnorm and self.group.enabled:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.group.device)
@@ -190,11 +199,23 @@ class Trainer:
         if self.group.enabled:
             on_gpu = self.group.device.type == "cuda"
             ids = [self.group.local_rank] if on_gpu else None
-            self.model = DistributedDataParallel(model, device_ids=ids)
+            # Frozen only now that the optimiser holds them: as in a single process, where
+            # they never get a gradient, the optimiser skips them (no step, no weight decay).
+            distributed.freeze_parameters(
+                self.group, model, no_gradient or [], config.data.clip_len
+            )
+            self.model = DistributedDataParallel(
+                model, device_ids=ids, find_unused_parameters=no_gradient is None
+            )
         self.epoch, self.next_batch, self.update = 0, 0, 0
         self.best_top1: float | None = None
         self.history: list[dict] = []
         self.epoch_sums = [0.0, 0.0, 0.0]  # loss * clips, correct, clips of the epoch so far
+        if resume is True and not (self.checkpoints / "last.safetensors").is_file():
+            raise ConfigError(
+                f"nothing to resume in {self.output_dir}: no checkpoints/last.safetensors yet "
+                "(start without --resume)"
+            )
         if resume:
             self._restore(self.checkpoints / "last" if resume is True else Path(resume))
         elif (self.checkpoints / "last.safetensors").exists():
@@ -223,6 +244,8 @@ class Trainer:
         }
 
     def _save(self, name: str, *, with_state: bool) -> None:
+        if name == "last":
+            self._last_saved = time.monotonic()
         if not self.group.is_main:
             return
         save_checkpoint(
@@ -235,7 +258,19 @@ class Trainer:
             training_state=self._training_state() if with_state else None,
         )
 
+    def _mid_epoch_save_due(self) -> bool:
+        """Whether ``checkpoint_every`` or ``checkpoint_minutes`` asks for a save of ``last``
+        now (right after an update)."""
+        every, minutes = self.config.checkpoint_every, self.config.checkpoint_minutes
+        if every and self.update % every == 0:
+            return True
+        return bool(minutes) and time.monotonic() - self._last_saved >= 60 * minutes
+
     def _restore(self, checkpoint: Path) -> None:
+        if self.group.is_main:
+            for name in ("last", "best"):
+                for leftover in remove_leftovers(self.checkpoints, name):
+                    logger.info("removed %s, left by an interrupted save", leftover)
         path = resolve_checkpoint(checkpoint)
         state = load_training_state(path)
         weights, metadata = load_weights(path)
@@ -264,6 +299,7 @@ class Trainer:
         """Train to ``optim.epochs``; ``stop_after_updates`` stops (and saves) early, as a signal
         would."""
         result = TrainResult(self.output_dir)
+        self._last_saved = time.monotonic()
         if self.group.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(to_yaml(self.config))
@@ -350,6 +386,9 @@ class Trainer:
                 bar.close()
                 self._save("last", with_state=True)
                 return stop.signal or 0
+            # The epoch's last update is followed by the epoch-end save anyway.
+            if batch + 1 < batches and self._mid_epoch_save_due():
+                self._save("last", with_state=True)
         bar.close()
         return None
 
@@ -380,11 +419,11 @@ class Trainer:
             "train_loss": loss_sum / max(clips, 1),
             "train_top1": correct / max(clips, 1),
             "lr": self.scheduler.get_last_lr()[0],
-            "unreadable_replaced": skipped,
+            "train_unreadable_replaced": skipped,
         }
         last_epoch = self.epoch + 1 == config.optim.epochs
         if self.val_set is not None and ((self.epoch + 1) % config.eval_every == 0 or last_epoch):
-            scores, labels = score_videos(
+            scored = score_videos(
                 self.model,
                 self.val_set,
                 self.group,
@@ -392,8 +431,16 @@ class Trainer:
                 num_workers=config.data.num_workers,
                 precision=config.precision,
             )
-            top = topk_accuracy(scores, labels, ks=(1, 5))
-            record.update(val_top1=top[1], val_top5=top[5])
+            top = topk_accuracy(scored.scores, scored.labels, ks=(1, 5))
+            unreadable = scored.unreadable  # left out of the accuracies, never replaced
+            record.update(val_top1=top[1], val_top5=top[5], val_unreadable=len(unreadable))
+            if unreadable and self.group.is_main:
+                logger.warning(
+                    "epoch %d: %d unreadable validation videos left out of val_top1: %s",
+                    self.epoch + 1,
+                    len(unreadable),
+                    "; ".join(f"{u.path} ({u.reason})" for u in unreadable),
+                )
         self.history.append(record)
         self.log.write(record, self.update)
         if self.group.is_main:
@@ -402,16 +449,21 @@ class Trainer:
             )
             print(f"epoch {self.epoch + 1}/{config.optim.epochs}: {summary}", flush=True)
             if skipped:
-                logger.warning("epoch %d: %d unreadable videos replaced", self.epoch + 1, skipped)
+                logger.warning(
+                    "epoch %d: %d unreadable training videos replaced by others", self.epoch + 1,
+                    skipped,
+                )  # fmt: skip
         improved = "val_top1" in record and (
             self.best_top1 is None or record["val_top1"] > self.best_top1
         )
         if improved:
             self.best_top1 = record["val_top1"]
         self.epoch, self.next_batch, self.epoch_sums = self.epoch + 1, 0, [0.0, 0.0, 0.0]
-        self._save("last", with_state=True)
+        # best first: a run stopped between the two saves repeats this epoch from the previous
+        # last, and its validation writes best again.
         if improved:
             self._save("best", with_state=False)
+        self._save("last", with_state=True)
 
 
 def train(

@@ -41,12 +41,15 @@ def register_model(
     *,
     name: str | None = None,
     paper: dict[str, Any] | None = None,
-    note: str = "",
+    note: str,
 ) -> Callable[..., nn.Module]:
-    """Register ``builder`` (keyword switches only) as ``name`` (default: its ``__name__``)."""
+    """Register ``builder`` (keyword switches only) as ``name`` (default: its ``__name__``);
+    ``note`` is the one-line description ``sifa models`` prints."""
     name = name or builder.__name__
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
+    if not note.strip():
+        raise ValueError(f"model {name!r} needs a note: the line `sifa models` prints")
     _REGISTRY[name] = ModelEntry(name, builder, dict(paper or {}), note)
     return builder
 

@@ -439,7 +439,10 @@ sifa_resnet50 = register_model(
     note="the paper's main network",
 )
 sifa_resnet101 = register_model(
-    partial(_sifa_resnet, 101), name="sifa_resnet101", paper=_SIFA101_PAPER
+    partial(_sifa_resnet, 101),
+    name="sifa_resnet101",
+    paper=_SIFA101_PAPER,
+    note="the paper's deeper SIFA-Net",
 )
 c2d_resnet18 = register_model(partial(_c2d_resnet, 18), name="c2d_resnet18", note=_CPU_NOTE)
 c2d_resnet50 = register_model(
@@ -448,7 +451,11 @@ c2d_resnet50 = register_model(
     paper={"gmacs": {16: 23}, "kinetics400_top1": {16: 72.0}},
     note="the paper's plain 2D ResNet (Kinetics-400 ablation)",
 )
-c2d_resnet101 = register_model(partial(_c2d_resnet, 101), name="c2d_resnet101")
+c2d_resnet101 = register_model(
+    partial(_c2d_resnet, 101),
+    name="c2d_resnet101",
+    note="plain 2D ResNet-101, the per-frame baseline of sifa_resnet101; not in the paper",
+)
 tsm_resnet18 = register_model(partial(_tsm_resnet, 18), name="tsm_resnet18", note=_CPU_NOTE)
 tsm_resnet50 = register_model(
     partial(_tsm_resnet, 50),
@@ -456,4 +463,8 @@ tsm_resnet50 = register_model(
     paper={"kinetics400_top1": {16: 74.7}},
     note="the paper's temporal-shift ablation in the same network",
 )
-tsm_resnet101 = register_model(partial(_tsm_resnet, 101), name="tsm_resnet101")
+tsm_resnet101 = register_model(
+    partial(_tsm_resnet, 101),
+    name="tsm_resnet101",
+    note="temporal shift in ResNet-101, beside sifa_resnet101; not in the paper",
+)
