@@ -107,13 +107,13 @@ def save_checkpoint(
     }
     path = folder / f"{name}.safetensors"
     writing = path
-    remove_leftovers(folder, name)
     try:
         if training_state is not None:
             writing = folder / f"{name}.state-{update:08d}.pt"
             metadata["state_file"] = writing.name
             state = dict(training_state, update=update)
             _write(writing, lambda handle: torch.save(state, handle), name, "state")
+            _reached(name, "state-placed")
             writing = path
         _write(path, lambda handle: handle.write(safetensors_bytes(weights, metadata)), name,
                "weights")  # fmt: skip
@@ -126,7 +126,7 @@ def save_checkpoint(
             f"cannot write {writing}: {cause}; the previous {name} checkpoint is kept"
         ) from error
     _reached(name, "committed")
-    remove_leftovers(folder, name)  # the previous state file
+    remove_leftovers(folder, name)  # the previous state file, and what killed saves left
     return path
 
 
@@ -142,8 +142,6 @@ def _write(path: Path, write, name: str, part: str) -> None:
     replace_atomically(
         path, write_file, durable=True, before_replace=lambda: _reached(name, f"{part}-written")
     )
-    if part == "state":
-        _reached(name, "state-placed")
 
 
 def remove_leftovers(folder: str | Path, name: str) -> list[Path]:
@@ -205,10 +203,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a sifa checkpoint's weights file (no tensor is read)."""
-    path = Path(path)
+    return _read(Path(path), tensors=False)[1]
+
+
+def _read(path: Path, *, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (none unless ``tensors``) and metadata of a sifa checkpoint's weights file,
+    opened once."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
+            keys = handle.keys() if tensors and metadata.get("format") == FORMAT else []
+            weights = {key: handle.get_tensor(key) for key in keys}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from error
     if metadata.get("format") != FORMAT:
@@ -216,19 +221,12 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             f"{path} is not a sifa training checkpoint (no {FORMAT!r} metadata); for ImageNet "
             "weights use model.pretrained"
         )
-    return metadata
+    return weights, metadata
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Weights and metadata of a checkpoint (no pickle involved)."""
-    path = resolve_checkpoint(path)
-    metadata = read_metadata(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            weights = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from error
-    return weights, metadata
+    return _read(resolve_checkpoint(path), tensors=True)
 
 
 def load_training_state(weights_path: str | Path) -> dict:
