@@ -20,6 +20,8 @@ from sifa.data.annotations import FORMATS, DatasetSpec
 from sifa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sifa.files import yaml_problem
 
+RAND_AUGMENT_OPS = ("standard", "released")
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file and the key."""
@@ -39,11 +41,28 @@ class DatasetConfig:
 
 
 @dataclass
+class RandAugmentConfig:
+    """RandAugment: ``n`` operations per clip drawn from ``ops``, each at magnitude ``m`` on a
+    scale of 0 to ``levels``; the same operations and magnitudes for every frame of a clip."""
+
+    n: int = 2  # operations per clip
+    m: float = 9.0  # magnitude, 0 .. levels
+    levels: int = 10  # the magnitude scale: 10 (timm, torchvision) or 30 (the SIFA release)
+    # "standard": the 14 operations of the RandAugment paper (timm, torchvision);
+    # "released": the 16 of the SIFA release (adds Invert, SolarizeAdd and Cutout, no Identity)
+    ops: str = "standard"
+
+
+@dataclass
 class DataConfig:
     train: DatasetConfig | None = None
     val: DatasetConfig | None = None
     clip_len: int = 16  # frames per clip
     frame_interval: int = 1  # step between sampled frames
+    # "dense": clip_len frames frame_interval apart from a random start (Kinetics);
+    # "segment": the video cut into clip_len equal segments, one frame from each (a random one
+    # in training, the middle one in testing; TSN, Something-Something).
+    sampling: str = "dense"
     short_video: str = "loop"  # "loop" or "pad" for videos shorter than a clip
     # Training clips.
     train_size: int = 224
@@ -55,6 +74,16 @@ class DataConfig:
     color_jitter_p: float = 0.8
     grayscale_p: float = 0.2
     blur_p: float = 0.5
+    # RandAugment (null: off), after the crop; recipes that use it turn colour jitter, grey
+    # and blur off, as the SIFA release and Video Swin do.
+    rand_augment: RandAugmentConfig | None = None
+    random_erasing: float = 0.0  # probability of erasing a box of the clip (after Normalize)
+    # Batch mixing (0: off): Beta(alpha, alpha) weights. With both on, a mixed batch uses cutmix
+    # with probability mix_switch_prob, else mixup; a batch is mixed with probability mix_prob.
+    mixup: float = 0.0  # mixup alpha (0.8 in DeiT / Video Swin recipes)
+    cutmix: float = 0.0  # cutmix alpha (1.0 in DeiT recipes)
+    mix_prob: float = 1.0
+    mix_switch_prob: float = 0.5
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     # Test views (sifa eval, sifa predict): clips x crops per video.
@@ -137,6 +166,7 @@ class TrainConfig:
 
 _CHOICES = {
     "data.short_video": ("loop", "pad"),
+    "data.sampling": ("dense", "segment"),
     "data.train_crop": ("random_resized", "center"),
     "data.on_error": ("skip", "raise"),
     "data.test_crops": (1, 3),
@@ -156,6 +186,8 @@ _AT_LEAST = {
     "data.batch_size": 1,
     "data.val_batch_size": 1,
     "data.num_workers": 0,
+    "data.mixup": 0,
+    "data.cutmix": 0,
     "optim.epochs": 1,
     "optim.accumulate": 1,
     "optim.lr": 0,
@@ -186,6 +218,10 @@ def validate(config: DictConfig, source: str = "config") -> None:
             raise ConfigError(f"{source}: {key} must be >= {minimum}, got {value!r}")
     if not 0 <= config.optim.label_smoothing < 1:
         raise ConfigError(f"{source}: optim.label_smoothing must be in [0, 1)")
+    for key in ("data.random_erasing", "data.mix_prob", "data.mix_switch_prob"):
+        if not 0 <= _get(config, key) <= 1:
+            raise ConfigError(f"{source}: {key} must be in [0, 1], got {_get(config, key)!r}")
+    _check_rand_augment(config.data.rand_augment, source)
     check_lr_scales(config, source)
     if config.data.test_crop_size > config.data.test_short_side:
         raise ConfigError(f"{source}: data.test_crop_size must be <= data.test_short_side")
@@ -195,6 +231,23 @@ def validate(config: DictConfig, source: str = "config") -> None:
             raise ConfigError(
                 f"{source}: data.{split}.format must be one of {FORMATS}, got {dataset.format!r}"
             )
+
+
+def _check_rand_augment(settings, source: str) -> None:
+    if settings is None:
+        return
+    if settings.ops not in RAND_AUGMENT_OPS:
+        raise ConfigError(
+            f"{source}: data.rand_augment.ops must be one of {RAND_AUGMENT_OPS}, "
+            f"got {settings.ops!r}"
+        )
+    if settings.n < 1 or settings.levels < 1:
+        raise ConfigError(f"{source}: data.rand_augment.n and .levels must be >= 1")
+    if not 0 <= settings.m <= settings.levels:
+        raise ConfigError(
+            f"{source}: data.rand_augment.m must be in [0, levels={settings.levels}], "
+            f"got {settings.m!r}"
+        )
 
 
 def check_lr_scales(config: DictConfig, source: str = "config") -> dict[str, float]:
