@@ -81,3 +81,15 @@ def test_segments_of_a_short_video_repeat_frames_in_order():
 def test_bad_arguments(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_segment_test_clips_take_evenly_spaced_positions_in_each_segment():
+    # 80 frames, 4 segments of 20: 2 clips at fractions 1/4 and 3/4 -> frames 5 and 15 of each.
+    indices = SegmentSampler(4, num_clips=2)(80)
+    assert indices.tolist() == [[5, 25, 45, 65], [15, 35, 55, 75]]
+    assert np.array_equal(SegmentSampler(4, num_clips=1)(80), SegmentSampler(4)(80))
+
+
+def test_segment_random_offset_takes_one_clip():
+    with pytest.raises(ValueError, match="num_clips"):
+        SegmentSampler(4, num_clips=2, random_offset=True)

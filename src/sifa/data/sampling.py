@@ -8,7 +8,8 @@ it reproducible.
   consecutive frames). Training: one clip from a uniformly random start. Testing: ``num_clips``
   clips whose starts are the centres of ``num_clips`` equal parts of the valid start range.
 - :class:`SegmentSampler`: TSN-style, the video cut into ``num_segments`` equal segments and one
-  frame taken from each (a random one in training, the middle one in testing).
+  frame taken from each (a random one in training, the middle one in testing; several test
+  clips take evenly spaced positions inside the segments).
 
 Videos shorter than a clip: ``short_video="loop"`` (default) wraps around to the first frame
 (indices modulo the frame count); ``"pad"`` repeats the last frame.
@@ -96,27 +97,42 @@ class DenseSampler:
 
 
 class SegmentSampler:
-    """One frame from each of ``num_segments`` equal segments (TSN)."""
+    """One frame from each of ``num_segments`` equal segments (TSN).
 
-    def __init__(self, num_segments: int = 8, *, random_offset: bool = False) -> None:
+    Training (``random_offset=True``): a uniformly random frame in every segment. Testing:
+    ``num_clips`` clips, clip ``k`` taking the frame at fraction ``(k + 0.5) / num_clips`` of
+    every segment (one clip: the middle frame of every segment).
+    """
+
+    def __init__(
+        self, num_segments: int = 8, *, num_clips: int = 1, random_offset: bool = False
+    ) -> None:
         _check_positive("num_segments", num_segments)
+        _check_positive("num_clips", num_clips)
+        if random_offset and num_clips != 1:
+            raise ValueError(f"random_offset takes one clip, got num_clips={num_clips}")
         self.num_segments = num_segments
         self.random_offset = random_offset
-        self.num_clips = 1
+        self.num_clips = num_clips
 
     def __call__(self, num_frames: int, generator: torch.Generator | None = None) -> np.ndarray:
         _check_positive("num_frames", num_frames)
         length = num_frames / self.num_segments
         if self.random_offset:
             within = torch.rand(self.num_segments, generator=generator, dtype=torch.float64)
-            within = within.numpy()
+            within = within.numpy()[None, :]
         else:
-            within = np.full(self.num_segments, 0.5)
+            within = np.repeat(
+                ((np.arange(self.num_clips) + 0.5) / self.num_clips)[:, None],
+                self.num_segments,
+                axis=1,
+            )
         # Fewer frames than segments repeats frames in order, which is the loop/pad agreement.
-        indices = np.floor((np.arange(self.num_segments) + within) * length).astype(np.int64)
-        return np.minimum(indices, num_frames - 1)[None, :]
+        indices = np.floor((np.arange(self.num_segments)[None, :] + within) * length)
+        return np.minimum(indices.astype(np.int64), num_frames - 1)
 
     def __repr__(self) -> str:
         return (
-            f"SegmentSampler(num_segments={self.num_segments}, random_offset={self.random_offset})"
+            f"SegmentSampler(num_segments={self.num_segments}, num_clips={self.num_clips}, "
+            f"random_offset={self.random_offset})"
         )

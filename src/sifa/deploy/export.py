@@ -108,6 +108,7 @@ def export_checkpoint(
         "class_names": json.dumps(list(class_names)),
         "preprocessing": json.dumps(
             {
+                "sampling": data.sampling,
                 "frame_interval": data.frame_interval,
                 "short_side": data.test_short_side,
                 "crop_size": data.test_crop_size,

@@ -3,22 +3,50 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 from fnmatch import fnmatchcase
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sifa.data.datasets import VideoClipDataset
-from sifa.data.sampling import DenseSampler
+from sifa.data.sampling import DenseSampler, SegmentSampler
 from sifa.data.transforms import eval_transform, train_transform
+from sifa.engine.checkpoint import read_metadata, resolve_checkpoint
 from sifa.engine.config import ConfigError, check_lr_scales, dataset_spec
 from sifa.engine.schedule import WarmupCosine
-from sifa.models import create_model, load_2d_weights
+from sifa.models import create_model, load_2d_weights, load_video_weights
+from sifa.models.weights import CheckpointError
 
 logger = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def build_sampler(
+    config: DictConfig, *, training: bool, clips: int = 1
+) -> DenseSampler | SegmentSampler:
+    """The frame sampler of ``data.sampling``: dense clips (a random start in training, ``clips``
+    evenly spread ones in testing) or ``data.clip_len`` segments (TSN)."""
+    data = config.data
+    if data.sampling == "segment":
+        if data.frame_interval != 1:
+            raise ConfigError(
+                "data.frame_interval is for dense sampling; segment sampling spreads "
+                f"data.clip_len frames over the whole video (got {data.frame_interval})"
+            )
+        return SegmentSampler(data.clip_len, num_clips=clips, random_offset=training)
+    return DenseSampler(
+        data.clip_len,
+        data.frame_interval,
+        num_clips=clips,
+        random_start=training,
+        short_video=data.short_video,
+    )
 
 
 def build_train_set(config: DictConfig, seed: int) -> VideoClipDataset:
@@ -36,9 +64,7 @@ def build_train_set(config: DictConfig, seed: int) -> VideoClipDataset:
         mean=tuple(data.mean),
         std=tuple(data.std),
     )
-    sampler = DenseSampler(
-        data.clip_len, data.frame_interval, random_start=True, short_video=data.short_video
-    )
+    sampler = build_sampler(config, training=True)
     return VideoClipDataset.from_spec(
         dataset_spec(config, "train"),
         sampler=sampler,
@@ -61,9 +87,7 @@ def build_eval_set(
         mean=tuple(data.mean),
         std=tuple(data.std),
     )
-    sampler = DenseSampler(
-        data.clip_len, data.frame_interval, num_clips=clips, short_video=data.short_video
-    )
+    sampler = build_sampler(config, training=False, clips=clips)
     dataset = VideoClipDataset.from_spec(
         dataset_spec(config, split),
         sampler=sampler,
@@ -80,7 +104,12 @@ def build_eval_set(
     return dataset
 
 
-def build_model(config: DictConfig, num_classes: int) -> nn.Module:
+def build_model(
+    config: DictConfig, num_classes: int, class_names: list[str] | None = None
+) -> nn.Module:
+    """The model of ``config`` for ``num_classes`` classes, with ``model.pretrained`` or
+    ``model.init_from`` weights (``class_names``: the dataset's, to tell whether an
+    ``init_from`` checkpoint's classifier fits)."""
     switches = OmegaConf.to_container(config.model.switches, resolve=True)
     if "num_classes" in switches:
         raise ConfigError("model.switches.num_classes is set from the dataset's class names")
@@ -88,10 +117,35 @@ def build_model(config: DictConfig, num_classes: int) -> nn.Module:
         model = create_model(config.model.name, num_classes=num_classes, **switches)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model: {error}") from error
+    if config.model.pretrained and config.model.init_from:
+        raise ConfigError(
+            "model.pretrained and model.init_from are both set: init_from already holds every "
+            "weight but the classifier; leave pretrained out"
+        )
     if config.model.pretrained:
         not_filled = load_2d_weights(model, config.model.pretrained)
         logger.info("inflated %s; %d keys left at init", config.model.pretrained, len(not_filled))
+    if config.model.init_from:
+        _initialise_from(model, config.model.init_from, class_names)
     return model
+
+
+def _initialise_from(model: nn.Module, source: str, class_names: list[str] | None) -> None:
+    """``model.init_from``: the weights of a video checkpoint; its classifier only where the
+    classes are the same (a sifa checkpoint says which; a plain state dict: the same count)."""
+    path = Path(source)
+    if path.is_dir() or path.suffix not in WEIGHT_SUFFIXES:
+        path = resolve_checkpoint(path)  # a run folder or a checkpoint name
+    keep = True
+    if path.suffix == ".safetensors" and class_names is not None:
+        with contextlib.suppress(CheckpointError):  # a plain safetensors state dict
+            trained_on = json.loads(read_metadata(path)["class_names"])
+            keep = trained_on == list(class_names)
+    not_filled = load_video_weights(model, path, keep_classifier=keep)
+    logger.info(
+        "started from %s; %s", path,
+        f"classifier left at init ({', '.join(not_filled)})" if not_filled else "all weights",
+    )  # fmt: skip
 
 
 def parameter_groups(config: DictConfig, model: nn.Module) -> list[dict]:

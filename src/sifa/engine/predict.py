@@ -7,16 +7,18 @@ from pathlib import Path
 import torch
 
 from sifa.data.decoding import open_video
-from sifa.data.sampling import DenseSampler
+from sifa.data.sampling import DenseSampler, SegmentSampler
 from sifa.data.transforms import eval_transform
 from sifa.engine import distributed
+from sifa.engine.builders import build_sampler
 from sifa.engine.checkpoint import load_model, resolve_checkpoint
 
 
 class Predictor:
     """A trained model with the clip sampling and test views of its training config.
 
-    Each clip (``data.clip_len`` frames, ``data.frame_interval`` apart) is viewed with
+    Each clip (``data.clip_len`` frames sampled as in testing: ``data.frame_interval`` apart,
+    or one from each of ``data.clip_len`` segments with ``data.sampling: segment``) is viewed with
     ``data.test_crops`` crops of ``data.test_crop_size`` after resizing the short side to
     ``data.test_short_side``; the softmaxes of all views are averaged. :attr:`checkpoint` is
     the weights file used (a run folder gives its ``best``, else ``last``, as for ``sifa eval``).
@@ -38,11 +40,8 @@ class Predictor:
         )
         self.backend = backend
 
-    def _sampler(self, clips: int) -> DenseSampler:
-        data = self.config.data
-        return DenseSampler(
-            data.clip_len, data.frame_interval, num_clips=clips, short_video=data.short_video
-        )
+    def _sampler(self, clips: int) -> DenseSampler | SegmentSampler:
+        return build_sampler(self.config, training=False, clips=clips)
 
     @torch.no_grad()
     def _probabilities(self, reader, first: int, count: int, clips: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ from sifa.models.weights import (
     load_2d_resnet_weights,
     load_2d_swin_weights,
     load_2d_weights,
+    load_video_weights,
     read_state_dict,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "load_2d_resnet_weights",
     "load_2d_swin_weights",
     "load_2d_weights",
+    "load_video_weights",
     "model_entry",
     "read_state_dict",
     "register_model",

@@ -340,3 +340,51 @@ def load_2d_weights(model: nn.Module, path: str | Path, **options) -> list[str]:
         f"no 2D weights can be loaded into a {type(model).__name__} from {path}: only ResNet3d "
         "and SwinVideo models are supported"
     )
+
+
+def classifier_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of ``model``'s classifiers: its ``nn.Linear`` layers with
+    ``model.num_classes`` outputs (``fc`` and ``fc_dual`` of a ResNet3d, ``head`` of a Swin)."""
+    names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module.out_features == model.num_classes
+    ]
+    return [key for key in model.state_dict() if key.rpartition(".")[0] in names]
+
+
+def load_video_weights(
+    model: nn.Module, path: str | Path, *, keep_classifier: bool = True
+) -> list[str]:
+    """Fill ``model`` from a video checkpoint of the same architecture (a sifa run's
+    ``.safetensors``, or a ``.pth`` / ``.safetensors`` state dict): fine-tuning, e.g. Something-
+    Something from a Kinetics model. Returns the keys left at their initial values: the
+    classifier's (:func:`classifier_keys`) when ``keep_classifier`` is false or its shape differs
+    (another class count). Any other key missing from the file, extra in it, or of another shape
+    raises :class:`CheckpointError` naming the file and the keys."""
+    state = read_state_dict(path)
+    target = model.state_dict()
+    classifier = set(classifier_keys(model))
+    missing = [key for key in target if key not in state and key not in classifier]
+    extra = [key for key in state if key not in target]
+    if missing or extra:
+        parts = [f"{len(missing)} model keys missing ({_shown(missing)})"] if missing else []
+        parts += [f"{len(extra)} keys the model lacks ({_shown(extra)})"] if extra else []
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this {type(model).__name__}: {'; '.join(parts)}"
+        )
+    left, fill = [], {}
+    for key, value in target.items():
+        if key in classifier and (
+            not keep_classifier or state.get(key, value).shape != value.shape
+        ):
+            left.append(key)
+            continue
+        if state[key].shape != value.shape:
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(state[key].shape)}, the model's is "
+                f"{tuple(value.shape)} (another model or other switches)"
+            )
+        fill[key] = state[key]
+    model.load_state_dict(fill, strict=False)
+    return left

@@ -371,15 +371,19 @@ def read_clip(video: str | Path, config, *, start: int | None = None, backend: s
     short side to ``data.test_short_side``), the same crop as RGB ``(T, S, S, 3)`` in [0, 1],
     and the video frame indices. ``start`` is the first frame (default: the centre clip)."""
     from sifa.data.decoding import open_video
-    from sifa.data.sampling import DenseSampler
     from sifa.data.transforms import eval_transform
+    from sifa.engine.builders import build_sampler
 
     data = config.data
     with open_video(video, backend) as reader:
         count = reader.info.num_frames
         if start is None:
-            sampler = DenseSampler(data.clip_len, data.frame_interval, short_video=data.short_video)
-            indices = sampler(count)[0]
+            indices = build_sampler(config, training=False)(count)[0]
+        elif data.sampling != "dense":
+            raise ValueError(
+                f"a start frame needs dense sampling; this model samples {data.sampling}s "
+                "(leave the start out)"
+            )
         else:
             indices = start + np.arange(data.clip_len) * data.frame_interval
             if start < 0 or indices[-1] >= count:
