@@ -10,14 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from sifa.data import transforms as T
+from sifa.data.rand_augment import RandAugment
 from sifa.data.transforms import (
     CenterCrop,
     ColorJitter,
     Compose,
+    ErasingParams,
     GaussianBlur,
     JitterParams,
     MultiScaleCrop,
     Normalize,
+    RandomErasing,
     RandomGrayscale,
     RandomHorizontalFlip,
     RandomResizedCrop,
@@ -363,6 +366,10 @@ def test_identical_frames_stay_identical_through_the_presets(seed):
     assert out.shape == (3, 4, 16, 16)
     for t in range(1, 4):
         torch.testing.assert_close(out[:, t], out[:, 0], atol=1e-6, rtol=0)
+    augment = {"n": 3, "m": 27, "levels": 30, "ops": "released" if seed % 2 else "standard"}
+    out = train_transform(size=16, rand_augment=augment, random_erasing=1.0)(clip)
+    for t in range(1, 4):
+        torch.testing.assert_close(out[:, t], out[:, 0], atol=1e-6, rtol=0)
     out = T.eval_transform(short_side=20, crop_size=20)(clip)
     assert out.shape == (3, 3, 4, 20, 20)
     for t in range(1, 4):
@@ -654,6 +661,125 @@ def test_reprs_name_the_settings():
     assert text.startswith("Compose([") and "CenterCrop(size=(256, 256))" in text
 
 
+def test_train_preset_order_with_rand_augment_and_random_erasing():
+    preset = train_transform(rand_augment={"n": 2, "m": 9}, random_erasing=0.25)
+    assert step_types(preset) == [
+        ToFloatClip,
+        RandomResizedCrop,
+        RandAugment,
+        ColorJitter,
+        RandomGrayscale,
+        GaussianBlur,
+        RandomHorizontalFlip,
+        Normalize,
+        RandomErasing,
+        ToCTHW,
+    ]
+    assert preset.transforms[2].n == 2 and preset.transforms[8].p == 0.25
+    ready = RandAugment(1, 27, 30, "released")
+    bare = train_transform(color_jitter=None, grayscale_p=0, blur_p=0, rand_augment=ready)
+    assert bare.transforms[2] is ready
+    with pytest.raises(TypeError, match="rand_augment must be"):
+        train_transform(rand_augment=3)
+
+
+def test_train_preset_output_changes_with_rand_augment_on():
+    clip = uint8_clip(4, 20, 24, 3)
+    settings = {"size": 12, "color_jitter": None, "grayscale_p": 0, "blur_p": 0}
+    outputs = []
+    for extra in ({}, {"rand_augment": {"n": 2, "m": 9}}, {"random_erasing": 1.0}):
+        torch.manual_seed(5)
+        outputs.append(train_transform(**settings, **extra)(clip))
+    plain, augmented, erased = outputs
+    assert augmented.shape == erased.shape == plain.shape == (3, 4, 12, 12)
+    assert not torch.equal(augmented, plain)
+    assert augmented.is_contiguous() and erased.is_contiguous()
+    # Erasing comes after everything else and draws last: the rest of the clip is the same.
+    changed = erased != plain
+    assert changed.any() and (erased[changed] == 0).all()
+
+
+# --- random erasing ------------------------------------------------------------------------------
+
+
+def test_random_erasing_erases_one_box_in_every_frame():
+    clip = float_clip(5, 3, 20, 30, low=0.5)  # no zeros before erasing
+    erasing = RandomErasing(p=1.0)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = erasing(clip)
+        erased = out == 0
+        assert torch.equal(erased, erased[:1, :1].expand_as(erased))  # same box, all channels
+        rows, cols = erased[0, 0].nonzero().unbind(1)
+        if len(rows):
+            top, left = int(rows.min()), int(cols.min())
+            h, w = int(rows.max()) - top + 1, int(cols.max()) - left + 1
+            assert erased[0, 0].sum() == h * w  # a full rectangle
+        torch.testing.assert_close(out[~erased], clip[~erased], atol=0, rtol=0)
+    assert float(clip.min()) > 0  # the input is kept
+
+
+def test_random_erasing_boxes_follow_the_ranges():
+    erasing = RandomErasing(p=1.0, scale=(0.05, 0.3), ratio=(0.5, 2.0))
+    height, width = 40, 50
+    torch.manual_seed(0)
+    boxes = [erasing.get_params(3, height, width) for _ in range(2000)]
+    assert all(box is not None for box in boxes)
+    for top, left, h, w, fill in boxes:
+        assert 0 <= top <= height - h and 0 <= left <= width - w
+        assert 0 < h < height and 0 < w < width and torch.equal(fill, torch.zeros(3, 1, 1))
+        # h and w are the rounded sqrt(area * ratio) and sqrt(area / ratio): some area and
+        # ratio in range round to them.
+        areas = ((h - 0.5) * (w - 0.5), (h + 0.5) * (w + 0.5))
+        ratios = ((h - 0.5) / (w + 0.5), (h + 0.5) / (w - 0.5))
+        assert areas[1] >= 0.05 * height * width and areas[0] <= 0.3 * height * width
+        assert ratios[1] >= 0.5 and ratios[0] <= 2.0
+    fractions = torch.tensor([h * w / (height * width) for _, _, h, w, _ in boxes])
+    assert 0.04 < float(fractions.min()) < 0.07 and 0.25 < float(fractions.max()) < 0.33
+    tops = torch.tensor([top for top, *_ in boxes], dtype=torch.float32)
+    assert float(tops.min()) == 0  # placed anywhere
+
+
+def test_random_erasing_probability_and_no_fit():
+    clip = float_clip(2, 3, 10, 10, low=0.5)
+    assert RandomErasing(p=0.0)(clip) is clip
+    torch.manual_seed(0)
+    hits = sum(bool((RandomErasing(p=0.25)(clip) == 0).any()) for _ in range(400))
+    assert 70 < hits < 130
+    # Boxes of 99 % of the area never fit strictly inside the frame: nothing is erased.
+    never = RandomErasing(p=1.0, scale=(0.99, 1.0))
+    assert never.get_params(3, 10, 10) is None and never(clip) is clip
+
+
+def test_random_erasing_fill_values():
+    clip = float_clip(3, 3, 16, 16, low=0.5)
+    for value, check in [
+        (-1.5, lambda fill: torch.equal(fill, torch.full((3, 1, 1), -1.5))),
+        ((1.0, 2.0, 3.0), lambda fill: fill.flatten().tolist() == [1.0, 2.0, 3.0]),
+        ("random", lambda fill: fill.shape == (3, 1, 1)),
+        ("pixel", lambda fill: fill.dim() == 3 and fill.shape[0] == 3),
+    ]:
+        erasing = RandomErasing(p=1.0, value=value)
+        torch.manual_seed(1)
+        params = erasing.get_params(3, 16, 16)
+        assert isinstance(params, ErasingParams) and check(params.fill)
+        torch.manual_seed(1)
+        assert torch.equal(erasing.get_params(3, 16, 16).fill, params.fill)  # seeded
+        out = erasing.apply(clip, params)
+        top, left, h, w, fill = params
+        box = out[..., top : top + h, left : left + w]
+        assert torch.equal(box, fill.expand(3, 3, h, w))  # the same fill in every frame
+    with pytest.raises(ValueError, match="value has 3 channels, the clip 2"):
+        RandomErasing(p=1.0, value=(1, 2, 3))(float_clip(2, 2, 16, 16))
+
+
+def test_random_erasing_repr_and_defaults():
+    assert repr(RandomErasing()) == (
+        "RandomErasing(p=0.25, scale=(0.02, 0.3333333333333333), "
+        "ratio=(0.3, 3.3333333333333335), value=0.0, attempts=10)"
+    )
+
+
 # --- argument validation ------------------------------------------------------------------------
 
 
@@ -686,6 +812,14 @@ def test_reprs_name_the_settings():
         (lambda: Compose([ToCTHW(), 1]), TypeError, r"transforms\[1\].*1"),
         (lambda: train_transform(color_jitter=(0.4,)), ValueError, r"color_jitter.*\(0\.4,\)"),
         (lambda: train_transform(blur_p=2), ValueError, r"blur_p.*2"),
+        (lambda: train_transform(random_erasing=-0.1), ValueError, r"random_erasing.*-0\.1"),
+        (lambda: RandomErasing(p=2), ValueError, r"p .*2"),
+        (lambda: RandomErasing(scale=(0.5, 0.1)), ValueError, r"scale.*0\.5, 0\.1"),
+        (lambda: RandomErasing(ratio=(0, 1)), ValueError, r"ratio\[0\].*0"),
+        (lambda: RandomErasing(value="noise"), ValueError, r"value must be.*'noise'"),
+        (lambda: RandomErasing(value=(1, "a")), TypeError, r"value\[1\].*'a'"),
+        (lambda: RandomErasing(attempts=0), ValueError, r"attempts.*0"),
+        (lambda: RandomErasing()(torch.zeros(3, 4, 4, dtype=torch.uint8)), TypeError, "float"),
         (lambda: T.eval_transform(crops=2), ValueError, r"crops.*2"),
         (lambda: T.eval_transform(crop_size=300), ValueError, r"crop_size.*300"),
     ],

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 
-from sifa.engine.builders import build_optimizer
+from sifa.engine.builders import build_optimizer, build_train_transform
 from sifa.engine.config import ConfigError, from_yaml, load_config, to_yaml
 from sifa.engine.demo import DEMO_RECIPE
 
@@ -95,3 +96,14 @@ def test_demo_recipe_file_is_the_demo():
                 assert given[key] == value, f"{where}{key}: {given[key]!r} != {value!r}"
 
     subset(DEMO_RECIPE, recipe)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_transforms_a_training_clip(recipe):
+    # Every augmentation a recipe names (RandAugment, erasing, ...) builds and runs on a clip.
+    config = load_config(recipe)
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (config.data.clip_len, 120, 160, 3), dtype=torch.uint8)
+    clip = build_train_transform(config)(frames)
+    size = config.data.train_size
+    assert clip.shape == (3, config.data.clip_len, size, size) and clip.isfinite().all()

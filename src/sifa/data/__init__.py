@@ -21,15 +21,20 @@ from sifa.data.decoding import (
     open_video,
 )
 from sifa.data.loader import make_loader, seed_worker, set_epoch
+from sifa.data.rand_augment import AugmentOp, RandAugment, RandAugmentParams
 from sifa.data.sampling import DenseSampler, SegmentSampler
-from sifa.data.transforms import eval_transform, train_transform
+from sifa.data.transforms import RandomErasing, eval_transform, train_transform
 
 __all__ = [
     "FORMATS",
     "AnnotationError",
+    "AugmentOp",
     "DatasetSpec",
     "DenseSampler",
     "EmptyVideoError",
+    "RandAugment",
+    "RandAugmentParams",
+    "RandomErasing",
     "SegmentSampler",
     "UnreadableVideo",
     "VideoClipDataset",

@@ -17,6 +17,8 @@ Presets (the Kinetics-400 recipe of SIFA-Net):
   aspect 3/4-4/3) to 224 x 224, colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur (p 0.5),
   horizontal flip, ImageNet normalisation -> float ``(C, T, H, W)``. For data where left and right
   matter (Something-Something: "pushing something from left to right") pass ``flip=False``.
+  Optionally RandAugment after the crop (:mod:`sifa.data.rand_augment`) and random erasing
+  after the normalisation, each with one draw for the whole clip.
 - :func:`eval_transform`: for validation and testing. Short side resized to 256, then three
   256 x 256 crops along the long side (``crops=3``, Kinetics' 3-crop protocol, output
   ``(3, C, T, H, W)``) or one centre crop (``crops=1``, output ``(C, T, H, W)``), ImageNet
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -39,10 +41,12 @@ __all__ = [
     "CenterCrop",
     "ColorJitter",
     "Compose",
+    "ErasingParams",
     "GaussianBlur",
     "JitterParams",
     "MultiScaleCrop",
     "Normalize",
+    "RandomErasing",
     "RandomGrayscale",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
@@ -617,6 +621,105 @@ class Normalize(_Transform):
         return (clip - mean) / std
 
 
+class ErasingParams(NamedTuple):
+    """One :class:`RandomErasing` box, the same for all frames: ``(top, left, height, width)``
+    in pixels, and the ``fill``, broadcastable to ``(C, height, width)``."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    fill: torch.Tensor
+
+
+class RandomErasing(_Transform):
+    """With probability ``p``, replace one random box of every frame (the same box for all
+    frames) by ``value``: float ``(..., C, H, W)``, normally after :class:`Normalize`.
+
+    timm's ``RandomErasing`` with one box, the one Video Swin's Something-Something recipe uses
+    (``RandomErasing(probability=0.25)``, mode ``'const'``, frame by frame with the random state
+    reset so that every frame gets the same box): up to ``attempts`` draws of an area fraction
+    uniform in ``scale`` and a height/width ``ratio`` whose log is uniform in ``log(ratio)``,
+    ``h = round(sqrt(area * ratio))``, ``w = round(sqrt(area / ratio))``; the first with
+    ``h < H`` and ``w < W`` is placed uniformly; if none fits nothing is erased. The defaults
+    are timm's, ``ratio`` up to ``1 / 0.3`` (torchvision stops at 3.3).
+
+    ``value``: a number (timm's ``'const'`` mode: 0, the mean colour after normalisation), one
+    per channel, ``"random"`` (timm's ``'rand'``: one standard-normal colour per channel) or
+    ``"pixel"`` (timm's ``'pixel'``: standard-normal noise per pixel, the same for all frames).
+    """
+
+    _fields = ("p", "scale", "ratio", "value", "attempts")
+
+    def __init__(
+        self,
+        p: float = 0.25,
+        scale: Sequence[float] = (0.02, 1 / 3),
+        ratio: Sequence[float] = (0.3, 1 / 0.3),
+        value: float | Sequence[float] | str = 0.0,
+        attempts: int = 10,
+    ) -> None:
+        self.p = _probability("p", p)
+        self.scale = _range("scale", scale, 0.0, 1.0)
+        self.ratio = _range("ratio", ratio, 0.0)
+        if isinstance(value, str):
+            if value not in ("random", "pixel"):
+                raise ValueError(f"value must be a number, 'random' or 'pixel', got {value!r}")
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = _number("value", value)
+        else:
+            value = tuple(
+                _number(f"value[{i}]", v) for i, v in enumerate(_sequence("value", value))
+            )
+        self.value = value
+        self.attempts = _int("attempts", attempts)
+
+    def get_params(
+        self, channels: int, height: int, width: int, dtype: torch.dtype = torch.float32
+    ) -> ErasingParams | None:
+        """A box for ``height x width`` frames and its fill, or ``None`` when no attempt fits
+        (the probability ``p`` is drawn in ``__call__``)."""
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(self.attempts):
+            target = area * _uniform(*self.scale)
+            ratio = math.exp(_uniform(*log_ratio))
+            h = round(math.sqrt(target * ratio))
+            w = round(math.sqrt(target / ratio))
+            if h < height and w < width:
+                top, left = _randint(0, height - h), _randint(0, width - w)
+                return ErasingParams(top, left, h, w, self._fill(channels, h, w, dtype))
+        return None
+
+    def _fill(self, channels: int, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        if self.value == "random":
+            return torch.randn(channels, 1, 1, dtype=dtype)
+        if self.value == "pixel":
+            return torch.randn(channels, height, width, dtype=dtype)
+        if isinstance(self.value, tuple):
+            if len(self.value) != channels:
+                raise ValueError(
+                    f"RandomErasing: value has {len(self.value)} channels, the clip {channels}"
+                )
+            return torch.tensor(self.value, dtype=dtype).view(-1, 1, 1)
+        return torch.full((channels, 1, 1), self.value, dtype=dtype)
+
+    def apply(self, clip: torch.Tensor, params: ErasingParams) -> torch.Tensor:
+        """``clip`` (not changed) with the box of ``params`` filled in every frame."""
+        _check_clip(clip, "RandomErasing")
+        top, left, height, width, fill = params
+        out = clip.clone()
+        out[..., top : top + height, left : left + width] = fill.to(clip.device, clip.dtype)
+        return out
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        _check_clip(clip, "RandomErasing")
+        if not _coin(self.p):
+            return clip
+        params = self.get_params(*clip.shape[-3:], dtype=clip.dtype)
+        return clip if params is None else self.apply(clip, params)
+
+
 class ToCTHW(_Transform):
     """``(..., T, C, H, W) -> (..., C, T, H, W)``, contiguous."""
 
@@ -641,6 +744,8 @@ def train_transform(
     blur_p: float = 0.5,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    rand_augment: Mapping | Callable | None = None,
+    random_erasing: float = 0.0,
 ) -> Compose:
     """Training clips: uint8 ``(T, H, W, 3)`` -> float32 ``(3, T, size, size)`` (module docstring).
 
@@ -648,13 +753,30 @@ def train_transform(
     (for data whose geometry carries the label, like the synthetic motion task).
     ``color_jitter`` is ``(brightness, contrast, saturation, hue)``; ``None`` or a probability of
     0 leaves a step out, and ``flip=False`` the flip (for direction-sensitive data).
+    ``rand_augment``: ``None`` (off), the keyword arguments of
+    :class:`sifa.data.rand_augment.RandAugment` (``{"n": 2, "m": 9}``) or a ready one.
+    ``random_erasing``: the probability of :class:`RandomErasing` (0: off).
+
+    Order: crop, RandAugment, colour jitter, grayscale, blur, flip, normalisation, random
+    erasing, ``(C, T, H, W)``.
     """
+    from sifa.data.rand_augment import RandAugment  # it builds on this module's helpers
+
     if crop == "random_resized":
         steps: list[Callable] = [ToFloatClip(), RandomResizedCrop(size, scale, ratio)]
     elif crop == "center":
         steps = [ToFloatClip(), ResizeShortSide(size), CenterCrop(size)]
     else:
         raise ValueError(f"crop must be 'random_resized' or 'center', got {crop!r}")
+    if isinstance(rand_augment, Mapping):
+        steps.append(RandAugment(**rand_augment))
+    elif callable(rand_augment):
+        steps.append(rand_augment)
+    elif rand_augment is not None:
+        raise TypeError(
+            "rand_augment must be None, RandAugment's keyword arguments or a transform, "
+            f"got {rand_augment!r}"
+        )
     if color_jitter is not None and _probability("color_jitter_p", color_jitter_p) > 0:
         steps.append(ColorJitter(*_sequence("color_jitter", color_jitter, 4), p=color_jitter_p))
     if _probability("grayscale_p", grayscale_p) > 0:
@@ -663,7 +785,10 @@ def train_transform(
         steps.append(GaussianBlur(p=blur_p))
     if flip:
         steps.append(RandomHorizontalFlip())
-    return Compose([*steps, Normalize(mean, std), ToCTHW()])
+    steps.append(Normalize(mean, std))
+    if _probability("random_erasing", random_erasing) > 0:
+        steps.append(RandomErasing(random_erasing))
+    return Compose([*steps, ToCTHW()])
 
 
 def eval_transform(

@@ -15,7 +15,7 @@ from torch import nn
 
 from sifa.data.datasets import VideoClipDataset
 from sifa.data.sampling import DenseSampler, SegmentSampler
-from sifa.data.transforms import eval_transform, train_transform
+from sifa.data.transforms import Compose, eval_transform, train_transform
 from sifa.engine.checkpoint import read_metadata, resolve_checkpoint
 from sifa.engine.config import ConfigError, check_lr_scales, dataset_spec
 from sifa.engine.schedule import WarmupCosine
@@ -49,9 +49,11 @@ def build_sampler(
     )
 
 
-def build_train_set(config: DictConfig, seed: int) -> VideoClipDataset:
+def build_train_transform(config: DictConfig) -> Compose:
+    """The training clip transform of ``config.data``: uint8 ``(T, H, W, 3)`` -> float
+    ``(3, T, train_size, train_size)``."""
     data = config.data
-    transform = train_transform(
+    return train_transform(
         size=data.train_size,
         crop=data.train_crop,
         scale=tuple(data.scale),
@@ -63,7 +65,16 @@ def build_train_set(config: DictConfig, seed: int) -> VideoClipDataset:
         blur_p=data.blur_p,
         mean=tuple(data.mean),
         std=tuple(data.std),
+        rand_augment=(
+            OmegaConf.to_container(data.rand_augment) if data.rand_augment is not None else None
+        ),
+        random_erasing=data.random_erasing,
     )
+
+
+def build_train_set(config: DictConfig, seed: int) -> VideoClipDataset:
+    data = config.data
+    transform = build_train_transform(config)
     sampler = build_sampler(config, training=True)
     return VideoClipDataset.from_spec(
         dataset_spec(config, "train"),

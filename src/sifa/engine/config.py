@@ -47,7 +47,7 @@ class RandAugmentConfig:
 
     n: int = 2  # operations per clip
     m: float = 9.0  # magnitude, 0 .. levels
-    levels: int = 10  # the magnitude scale: 10 (timm, torchvision) or 30 (the SIFA release)
+    levels: int = 10  # magnitude scale: 10 (timm) or 30 (torchvision, imgaug, the SIFA release)
     # "standard": the 14 operations of the RandAugment paper (timm, torchvision);
     # "released": the 16 of the SIFA release (adds Invert, SolarizeAdd and Cutout, no Identity)
     ops: str = "standard"
