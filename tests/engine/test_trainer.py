@@ -257,3 +257,53 @@ def test_a_full_disk_stops_training_with_one_line_and_keeps_the_last_checkpoint(
     )
     assert "Traceback" not in err
     assert load_training_state(last)["update"] == 3  # the end of epoch 1
+
+
+def test_mixup_and_cutmix_train_on_soft_targets_and_resume_bit_exactly(tiny_data, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    from sifa.engine import trainer
+
+    calls = {}  # run name -> [(labels before mixing, targets, main logits)] per micro-batch
+    run = ["whole"]
+    mixer_call, loss = trainer.BatchMixer.__call__, trainer.classification_loss
+
+    def recording_mixer(self, clips, labels, *, generator):
+        calls.setdefault(run[0], []).append([labels.clone()])
+        return mixer_call(self, clips, labels, generator=generator)
+
+    def recording_loss(output, target, **kwargs):
+        calls[run[0]][-1] += [target.clone(), output[0].detach().clone()]
+        return loss(output, target, **kwargs)
+
+    monkeypatch.setattr(trainer.BatchMixer, "__call__", recording_mixer)
+    monkeypatch.setattr(trainer, "classification_loss", recording_loss)
+    # Dropout too: mixing must leave the global random stream as an uninterrupted run has it.
+    common = dict(optim__epochs=2, eval_every=0, data__mixup=0.8, data__cutmix=1.0,
+                  model__switches={"base_width": 8, "dropout": 0.3})  # fmt: skip
+    whole = train(tiny_config(tiny_data, tmp_path / "whole", **common))
+
+    batches = calls["whole"]
+    assert len(batches) == 6  # 2 epochs of 3 micro-batches of 4
+    for _, targets, _ in batches:
+        assert targets.shape == (4, 4) and targets.dtype == torch.float32
+        torch.testing.assert_close(targets.sum(1), torch.ones(4))
+    assert any(targets.max() < 1 for _, targets, _ in batches)  # some batches were mixed
+    # Training top-1: each clip's prediction against its own label from before mixing.
+    for epoch, record in enumerate(whole.history):
+        hits = [(logits.argmax(1) == labels).double().mean() for labels, _, logits in
+                batches[3 * epoch : 3 * epoch + 3]]  # fmt: skip
+        assert record["train_top1"] == pytest.approx(float(sum(hits) / 3), abs=1e-12)
+        assert math.isfinite(record["train_loss"])
+
+    run[0] = "parts"
+    config = tiny_config(tiny_data, tmp_path / "parts", **common)
+    assert train(config, stop_after_updates=4).updates == 4  # stopped inside epoch 2
+    assert train(config, resume=True).updates == 6
+    for (labels, targets, _), (got_labels, got_targets, _) in zip(
+        batches, calls["parts"], strict=True
+    ):
+        assert torch.equal(got_labels, labels) and torch.equal(got_targets, targets)
+    expected, got = weights_of(tmp_path / "whole"), weights_of(tmp_path / "parts")
+    assert expected.keys() == got.keys()
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key

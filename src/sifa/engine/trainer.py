@@ -8,6 +8,10 @@ and the ``last`` checkpoint; a better validation top-1 also writes ``best``. Ins
 updates, with the position inside the epoch. Ctrl-C or SIGTERM finish the current update,
 write ``last`` and stop; ``resume`` continues from it with the same schedule and the same
 remaining batch order. Only the main process writes files.
+
+With ``data.mixup`` or ``data.cutmix`` on, every micro-batch is mixed on the device
+(:class:`sifa.data.mixing.BatchMixer`) and the loss is taken on the soft targets; the training
+top-1 still compares each clip's prediction with its own label from before mixing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from sifa.data.loader import make_loader, set_epoch
+from sifa.data.mixing import BatchMixer, mixing_generator
 from sifa.engine import distributed
 from sifa.engine.builders import (
     autocast_for,
@@ -138,9 +143,18 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class Trainer:
-    """A training run of ``config``; :meth:`fit` trains (or resumes) it to the end."""
+    """A training run of ``config``; :meth:`fit` trains (or resumes) it to the end.
 
-    def __init__(self, config: DictConfig, *, resume: str | Path | bool | None = None) -> None:
+    ``dry_run``: build the run but neither check nor write ``output_dir`` (``sifa train
+    --dry-run``, which times a few updates and never calls :meth:`fit`)."""
+
+    def __init__(
+        self,
+        config: DictConfig,
+        *,
+        resume: str | Path | bool | None = None,
+        dry_run: bool = False,
+    ) -> None:
         self.config = config
         self.group = distributed.setup(config.device)
         if config.threads:
@@ -178,7 +192,17 @@ class Trainer:
                 f"more than the {len(self.train_set)} training videos"
             )
 
-        model = build_model(config, len(self.class_names))
+        self.mixer = None
+        if config.data.mixup > 0 or config.data.cutmix > 0:
+            self.mixer = BatchMixer(
+                len(self.class_names),
+                mixup_alpha=config.data.mixup,
+                cutmix_alpha=config.data.cutmix,
+                prob=config.data.mix_prob,
+                switch_prob=config.data.mix_switch_prob,
+            )
+
+        model = build_model(config, len(self.class_names), self.class_names)
         no_gradient: list[str] | None = []  # None: DDP has to search at every update
         if self.group.enabled:  # probed before SyncBatchNorm, whose forward needs real data
             data = config.data
@@ -218,13 +242,16 @@ class Trainer:
             )
         if resume:
             self._restore(self.checkpoints / "last" if resume is True else Path(resume))
-        elif (self.checkpoints / "last.safetensors").exists():
+        elif not dry_run and (self.checkpoints / "last.safetensors").exists():
             raise ConfigError(
                 f"output_dir {self.output_dir} already holds a run: continue it with --resume, "
                 "or give another output_dir (or remove the folder) to start again"
             )
         self.log = _MetricsLog(
-            self.output_dir, self.group.is_main, config.tensorboard, start=self.update
+            self.output_dir,
+            self.group.is_main and not dry_run,
+            config.tensorboard,
+            start=self.update,
         )
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -339,6 +366,13 @@ class Trainer:
         for batch, (clips, labels) in enumerate(self.loader, start=self.next_batch):
             clips = clips.to(self.group.device, non_blocking=True)
             labels = labels.to(self.group.device, non_blocking=True)
+            targets = labels
+            if self.mixer is not None:
+                # Its own generator per micro-batch: the global RNGs (dropout, DropPath, the
+                # checkpoint's state) stay untouched, and a resumed epoch mixes as before.
+                generator = mixing_generator(config.seed, self.epoch, self.group.rank, batch)
+                mixed = self.mixer(clips, labels, generator=generator)
+                clips, targets = mixed.clips, mixed.targets
             last_micro = (batch + 1) % accumulate == 0 or batch + 1 == batches
             # Gradients are averaged across processes only on the update's last micro-batch.
             quiet = self.group.enabled and not last_micro
@@ -346,12 +380,14 @@ class Trainer:
                 with autocast_for(config.precision, self.group.device):
                     output = self.model(clips)
                     loss = classification_loss(
-                        output, labels, label_smoothing=config.optim.label_smoothing
+                        output, targets, label_smoothing=config.optim.label_smoothing
                     )
                 scaled = loss / accumulate
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             main_logits = output[0] if isinstance(output, tuple) else output
             size, value = labels.numel(), loss.item()
+            # Training top-1 counts a clip right when it predicts the clip's own label (from
+            # before mixing), even when mixup or cutmix blended in another clip.
             correct = (main_logits.argmax(-1) == labels).sum().item()
             self.epoch_sums = [
                 a + b for a, b in zip(self.epoch_sums, (value * size, correct, size), strict=True)
