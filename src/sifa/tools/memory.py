@@ -1,4 +1,5 @@
-"""Resident memory of this process (Linux ``/proc``), for the benchmarks' peak measurements."""
+"""Resident memory of processes (Linux ``/proc``), for the benchmarks' and the training dry
+run's measurements."""
 
 from __future__ import annotations
 
@@ -22,10 +23,39 @@ def reset_peak() -> bool:
     return True
 
 
-def peak_mib() -> float:
-    """Peak resident memory since the process started or :func:`reset_peak`."""
-    with open("/proc/self/status") as status:
+def peak_mib(pid: int | str = "self") -> float:
+    """Peak resident memory of this process (or process ``pid``) since it started or
+    :func:`reset_peak`."""
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
-    raise OSError("no VmHWM in /proc/self/status")
+    raise OSError(f"no VmHWM in /proc/{pid}/status")
+
+
+def child_pids() -> list[int]:
+    """The processes this process started that are still running (DataLoader workers...)."""
+    me, children = os.getpid(), []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                # pid (command) state ppid ...: the command may hold spaces and parentheses
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == me:
+            children.append(int(entry.name))
+    return children
+
+
+def private_mib(pid: int | str = "self") -> float:
+    """Resident memory now that process ``pid`` shares with no other process (its unique set:
+    not the pages a forked process still shares with its parent)."""
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as smaps:
+        for line in smaps:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total / 1024

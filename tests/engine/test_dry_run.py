@@ -1,0 +1,159 @@
+"""`sifa train --dry-run`: measured rates, the estimate's formula, and nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+
+from sifa.cli import main
+from sifa.engine.checkpoint import load_weights
+from sifa.engine.dry_run import dry_run, format_dry_run
+
+from training_fixtures import tiny_config, write_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The configs below ask for one torch thread (steady timings on a busy machine); the
+    trainer sets it for the whole process, so the session's setting comes back after."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def tree(*folders) -> dict:
+    """Every file and folder under ``folders``: its kind, size, modification time and hash."""
+    state = {}
+    for folder in folders:
+        state[str(folder)] = folder.exists()
+        for path in sorted(folder.rglob("*")) if folder.exists() else []:
+            stat = path.stat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+            state[str(path)] = (path.is_dir(), stat.st_size, stat.st_mtime_ns, digest)
+    return state
+
+
+def test_rates_and_the_estimate_from_the_reports_own_numbers(tiny_data, tmp_path):
+    # One validation video per batch: 8 videos are enough for the two timed validations.
+    config = tiny_config(tiny_data, tmp_path / "run", threads=1, data__val_batch_size=1)
+    before = tree(tmp_path, tiny_data)
+    report = dry_run(config, updates=2)
+    assert tree(tmp_path, tiny_data) == before  # not even output_dir made
+
+    assert (report.train_videos, report.val_videos, report.val_views) == (12, 8, 1)
+    assert (report.updates_per_epoch, report.clips_per_update, report.epochs) == (3, 4, 2)
+    assert report.device == "cpu (1 thread)" and report.precision == "fp32"
+    assert report.parameters == report.trainable_parameters > 0
+    for rate in ("loader", "model", "training"):
+        assert getattr(report, f"{rate}_clips_per_s") > 0, rate
+    assert report.setup_s > 0 and report.loader_startup_s > 0
+    slower = min(report.loader_clips_per_s, report.model_clips_per_s)
+    assert report.limited_by == ("loader" if report.loader_clips_per_s == slower else "model")
+    # A warm-up update, then 2 timed real steps and 2 timed model-alone updates.
+    assert len(report.losses) == 5 and report.loss_finite
+    assert report.main_peak_mib > 100
+    assert report.worker_peak_mib is None and report.cuda_peak_allocated_mib is None
+
+    # num_workers 0: the main process loads a batch, then computes: the times add up.
+    per_update = 4 / report.loader_clips_per_s + 4 / report.model_clips_per_s
+    assert report.update_s == pytest.approx(per_update)
+    assert report.train_epoch_s == pytest.approx(3 * per_update)
+    (small, t_small), (large, t_large) = report.validation_timings  # after a warm-up video
+    assert (small, large) == (1, 3)
+    if t_large > t_small:
+        validation = t_small + (8 - small) * (t_large - t_small) / (large - small)
+    else:
+        validation = 8 * t_large / large
+    assert report.validation_s == pytest.approx(validation)
+    assert report.validations == 2  # eval_every 1: after each epoch
+    run = report.setup_s + report.loader_startup_s + 2 * report.train_epoch_s + 2 * validation
+    assert report.run_s == pytest.approx(run)
+
+    text = " ".join(format_dry_run(report).split())  # long lines wrap
+    assert "12 training videos, 8 validation videos x 1 view" in text
+    assert "3 per epoch x 2 epochs, 4 clips each (batch 4 x accumulate 1)" in text
+    assert "(num_workers 0: the main process loads, then computes)" in text
+
+
+def test_json_with_workers_and_accumulation_leaves_an_existing_run_as_it_was(
+    tiny_data, trained_run, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    checkpoint = run / "checkpoints" / "last.safetensors"
+    weights, _ = load_weights(checkpoint)
+    # With mixup, as the trainer mixes every micro-batch.
+    config = tiny_config(tiny_data, run, threads=1, eval_every=0, data__num_workers=1,
+                         optim__accumulate=2, data__mixup=0.8)  # fmt: skip
+    path = write_config(config, tmp_path / "run.yaml")
+    before = tree(tmp_path)
+
+    assert main(["train", str(path), "--dry-run", "--dry-run-updates", "1", "--json"]) == 0
+    assert tree(tmp_path) == before
+    after, _ = load_weights(checkpoint)
+    assert weights.keys() == after.keys()
+    for name, tensor in weights.items():
+        assert torch.equal(tensor, after[name]), name
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["val_videos"] is None and report["validations"] == 0
+    assert (report["updates_per_epoch"], report["clips_per_update"]) == (2, 8)  # 3 batches / 2
+    assert report["worker_peak_mib"] > 0 and report["workers_private_mib"] > 0
+    # Workers overlap loading with computing: an update takes the slower of the two.
+    slower = min(report["loader_clips_per_s"], report["model_clips_per_s"])
+    assert report["update_s"] == pytest.approx(8 / slower)
+    assert report["train_epoch_s"] == pytest.approx(2 * 8 / slower)
+    run_s = report["setup_s"] + report["loader_startup_s"] + 2 * report["train_epoch_s"]
+    assert report["run_s"] == pytest.approx(run_s)
+    assert len(report["losses"]) == 2 * 3  # warm-up, real step, model alone; 2 micro-batches each
+
+
+def test_the_command_prints_the_table(tiny_data, tmp_path, capsys):
+    config = tiny_config(tiny_data, tmp_path / "run", threads=1, eval_every=0)
+    path = write_config(config, tmp_path / "run.yaml")
+    assert main(["train", str(path), "--dry-run", "--dry-run-updates", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"dry run: nothing written to {tmp_path / 'run'}")
+    for label in ("device", "model", "data", "updates", "loader", "limit", "training", "memory",
+                  "update", "epoch", "run"):  # fmt: skip
+        assert f"\n  {label} " in out, label
+    assert "loss finite" in out and "no validation during training" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_loss_that_is_not_finite_fails(tiny_data, tmp_path, capsys, monkeypatch):
+    from sifa.engine import dry_run as module
+
+    loss = module.classification_loss
+    monkeypatch.setattr(module, "classification_loss", lambda *a, **k: loss(*a, **k) * torch.nan)
+    config = tiny_config(tiny_data, tmp_path / "run", threads=1, eval_every=0)
+    path = write_config(config, tmp_path / "run.yaml")
+    assert main(["train", str(path), "--dry-run", "--dry-run-updates", "1"]) == 1
+    assert "loss NOT FINITE" in capsys.readouterr().out
+
+
+def test_config_errors_are_one_line(tiny_data, tmp_path, capsys, monkeypatch):
+    config = tiny_config(tiny_data, tmp_path / "run")
+    config.data.train.annotations = str(tmp_path / "missing.txt")
+    path = write_config(config, tmp_path / "run.yaml")
+    assert main(["train", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"sifa train: error: annotation file not found: {tmp_path / 'missing.txt'}\n"
+    assert not (tmp_path / "run").exists()
+
+    for flags, message in (
+        (["--json"], "--json goes with --dry-run"),
+        (["--dry-run", "--resume"], "--dry-run times a fresh start"),
+    ):
+        assert main(["train", str(path), *flags]) == 2
+        assert message in capsys.readouterr().err
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun
+    assert main(["train", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "measures one process, not 2: run it without torchrun" in err
+    assert err.count("\n") == 1
