@@ -143,7 +143,13 @@ def run_demo(
             print(f"{len(scored.unreadable)} unreadable validation videos left out", flush=True)
         report = classification_report(scored.scores, scored.labels, class_names)
         pair, order = _pair_scores(scored.scores, scored.labels)
-        cost = model_complexity(model_name, data.frames, data.size, **config.model.switches)
+        cost = model_complexity(
+            model_name,
+            data.frames,
+            data.size,
+            num_classes=len(class_names),
+            **config.model.switches,
+        )
         rows.append(
             {
                 "model": model_name,
