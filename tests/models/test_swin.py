@@ -352,3 +352,18 @@ def test_reset_classifier():
     assert isinstance(model, SwinVideo)
     with pytest.raises(ValueError, match="num_classes"):
         model.reset_classifier(0)
+
+
+@pytest.mark.parametrize("name", ["sifa_swin_t", "swin_t"])
+def test_forward_is_the_head_on_the_pooled_last_stage_features(name):
+    """``forward_features`` gives the last stage's normalised tokens ``(N, T', H', W', C)``; the
+    logits are the classifier on their mean over time and space."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).eval()
+    _randomise_added_parts(model)
+    x = clip(n=2, frames=8, height=64, width=64)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (2, 2, 2, 2, model.num_features)  # 8/4 steps, 64/32 pixels
+        expected = model.head(features.mean(dim=(1, 2, 3)))
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
