@@ -214,14 +214,20 @@ def _predict(args: argparse.Namespace) -> int:
     from sifa.data.decoding import VideoError
     from sifa.engine.predict import Predictor
 
+    _check_predict_options(args)
     predictor = Predictor(args.checkpoint, device=args.device, backend=args.backend)
     print(f"checkpoint {predictor.checkpoint}", file=sys.stderr)  # stdout: the results only
+    if args.stream:
+        return _predict_stream(predictor, args)
     results, failed = [], 0
     for video in args.videos:
+        options = {"topk": args.topk, "window_seconds": args.window_seconds}
         try:
-            results.append(
-                predictor.predict(video, topk=args.topk, window_seconds=args.window_seconds)
-            )
+            if args.out_video:
+                results.append(predictor.annotate(video, args.out_video, **options))
+                print(f"annotated video in {args.out_video}", file=sys.stderr)
+            else:
+                results.append(predictor.predict(video, **options))
         except (VideoError, ValueError) as error:
             failed += 1
             # A VideoError names the video already: the entry says which one it is.
@@ -233,6 +239,85 @@ def _predict(args: argparse.Namespace) -> int:
         for result in results:
             print(_format_prediction(result))
     return 1 if failed else 0
+
+
+def _check_predict_options(args: argparse.Namespace) -> None:
+    """Option mistakes, found before the checkpoint is loaded."""
+    if not args.stream:
+        given = [name for name, value in (("--stride-seconds", args.stride_seconds),
+                 ("--input-format", args.input_format), ("--input-option", args.input_option),
+                 ("--realtime", args.realtime),
+                 ("--no-skip", args.no_skip)) if value]  # fmt: skip
+        if given:
+            raise ValueError(f"{given[0]} goes with --stream")
+    elif len(args.videos) != 1:
+        raise ValueError(f"--stream reads one source, got {len(args.videos)}")
+    elif args.json:
+        raise ValueError("--stream prints JSON lines already: drop --json")
+    elif args.backend != "pyav":
+        raise ValueError(f"--stream decodes with PyAV: drop --backend {args.backend}")
+    if args.stride_seconds is not None and args.stride_seconds <= 0:
+        raise ValueError(f"--stride-seconds must be positive, got {args.stride_seconds}")
+    if args.out_video and len(args.videos) != 1:
+        raise ValueError(
+            f"--out-video writes one annotated video, got {len(args.videos)} inputs: give one"
+        )
+
+
+def _predict_stream(predictor, args: argparse.Namespace) -> int:
+    """One JSON line per prediction on stdout as it is made; the summary on stderr at the end,
+    also after Ctrl-C (which ends the stream normally: exit status 0). A source that fails
+    after giving frames ends the stream with exit status 1."""
+    stream = predictor.stream(
+        args.videos[0],
+        stride_seconds=args.stride_seconds or 1.0,
+        window_seconds=args.window_seconds,
+        topk=args.topk,
+        input_format=args.input_format,
+        input_options=_input_options(args.input_option),
+        realtime=args.realtime,
+        skip_late=False if args.no_skip else None,
+        out_video=args.out_video,
+    )
+    interrupted = False
+    try:
+        for prediction in stream:
+            print(json.dumps(prediction), flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stream.close()
+        print(_format_stream_summary(stream.summary(), interrupted), file=sys.stderr)
+    if args.out_video and stream.frames:
+        print(f"annotated video in {args.out_video}", file=sys.stderr)
+    if stream.failure:
+        print(f"sifa predict: error: {stream.source}: {stream.failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _input_options(pairs: list[str] | None) -> dict[str, str] | None:
+    options = {}
+    for pair in pairs or ():
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise ValueError(f"--input-option takes KEY=VALUE, got {pair!r}")
+        options[key] = value
+    return options or None
+
+
+def _format_stream_summary(summary: dict, interrupted: bool) -> str:
+    ended = "interrupted" if interrupted else "ended"
+    line = (
+        f"stream {ended}: {summary['frames']} frames at {summary['fps']:g} fps, "
+        f"{summary['predictions']} predictions, {summary['skipped']} skipped"
+    )
+    if summary["latency_mean_s"] is not None:
+        line += (
+            f"; latency mean {1000 * summary['latency_mean_s']:.1f} ms, "
+            f"p95 {1000 * summary['latency_p95_s']:.1f} ms"
+        )
+    return line
 
 
 def _format_prediction(result: dict) -> str:
@@ -247,6 +332,35 @@ def _format_prediction(result: dict) -> str:
             f"{best['score']:.3f}"
         )
     return "\n".join(lines)
+
+
+def _extract_features(args: argparse.Namespace) -> int:
+    from sifa.engine import distributed
+    from sifa.engine.features import FeatureExtractor, extract_features, find_videos
+
+    if args.switches and not args.model:
+        raise ValueError(f"model switches ({args.switches[0]}) go with --model")
+    group = distributed.setup(args.device)
+    source = find_videos(args.source, format=args.format, root=args.root, labels=args.labels,
+                         backend=args.backend)  # fmt: skip
+    extractor = FeatureExtractor(
+        args.checkpoint, model=args.model, switches=parse_switches(args.switches),
+        pretrained=args.pretrained, seed=args.seed, frames=args.frames, size=args.size,
+        clips=args.clips, crops=args.crops, spatial=args.spatial, temporal=args.temporal,
+        per=args.per, device=group.device, precision=args.precision,
+    )  # fmt: skip
+    result = extract_features(
+        extractor, source, args.out, file_format=args.file_format, batch_size=args.batch_size,
+        num_workers=args.workers, group=group, progress=not args.quiet,
+    )  # fmt: skip
+    if group.is_main:
+        for video in result.unreadable:
+            print(f"unreadable: {video.path}: {video.reason}", file=sys.stderr)
+        print(
+            f"{result.num_videos} videos: {result.written} written, {result.skipped} already "
+            f"there, {len(result.unreadable)} unreadable; index {result.index_path}"
+        )
+    return 1 if result.unreadable else 0
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -657,16 +771,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="top-k classes of videos, whole or in sliding windows",
         description="Score videos with a trained checkpoint, using the clip sampling and test "
         "views of its training config (data.test_clips x data.test_crops, softmaxes "
-        "averaged). A video that cannot be read gets an error entry (exit status 1).",
+        "averaged). A video that cannot be read gets an error entry (exit status 1). "
+        "--out-video writes the video with the predictions drawn on it; --stream predicts "
+        "on a live source as its frames arrive, one JSON line per stride.",
     )
-    predict.add_argument("videos", nargs="+", help="video files")
+    predict.add_argument(
+        "videos", nargs="+",
+        help="video files (with --stream: one source FFmpeg opens: a file, FIFO, URL, device)",
+    )  # fmt: skip
     predict.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
     predict.add_argument(
         "--topk", type=int, default=5, help="classes listed per video and window (default 5)"
     )
     predict.add_argument(
         "--window-seconds", type=float,
-        help="score consecutive windows of this length, one clip each (default: whole video)",
+        help="score consecutive windows of this length, one clip each (default: whole "
+        "video); with --stream, the window a segment-sampling model's segments are cut from",
     )  # fmt: skip
     predict.add_argument(
         "--json", action="store_true", help="print a JSON list (one entry per video)"
@@ -679,7 +799,127 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", default="pyav", choices=("pyav", "decord"),
         help="video decoder (decord: optional, faster on some files)",
     )  # fmt: skip
+    predict.add_argument(
+        "--out-video", metavar="FILE",
+        help="write the (one) video with the top-k labels and scores drawn on every frame "
+        "(H.264 mp4): each window's with --window-seconds, else the whole video's; with "
+        "--stream, the latest prediction's",
+    )  # fmt: skip
+    predict.add_argument(
+        "--stream", action="store_true",
+        help="read one source as its frames arrive and predict on the last window of frames "
+        "every --stride-seconds, printing a JSON line per prediction (Ctrl-C ends it)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--stride-seconds", type=float,
+        help="with --stream: stream time between predictions (default 1.0)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--input-format", metavar="FORMAT",
+        help="with --stream: FFmpeg's input format of the source (v4l2 for /dev/video0, "
+        "mpegts for a pipe...; default: guessed)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--input-option", action="append", metavar="KEY=VALUE",
+        help="with --stream: an FFmpeg option for opening the source, repeatable "
+        "(rtsp_transport=tcp, video_size=640x480, analyzeduration=500000 to start sooner)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--realtime", action="store_true",
+        help="with --stream: read a file at its frame rate, as if live (default: as fast as "
+        "it decodes)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--no-skip", action="store_true",
+        help="with --stream: predict every stride even when the model cannot keep up with a "
+        "live source (default: skip predictions whose next window has arrived already)",
+    )  # fmt: skip
     predict.set_defaults(run=_predict)
+
+    features = commands.add_parser(
+        "extract-features",
+        help="pooled last-stage features of videos, a file each (torchrun: several processes)",
+        description="Write the pooled last-stage features of every video of SOURCE to OUT, "
+        "one file per video named after its path relative to SOURCE, plus OUT/index.json. "
+        "Clips are sampled and viewed as in testing (the checkpoint's config, or the defaults "
+        "with --model); the feature map (views, C, T', H', W') of each head (SIFA-Net: main "
+        "and dual; else features) is pooled over H',W' (--spatial), then T' (--temporal), "
+        "then the views (--per video). Videos whose files are there are skipped (run it again "
+        "to resume); unreadable videos are listed in the index and on stderr (exit status 1).",
+    )
+    features.add_argument(
+        "source", help="a video file, a folder (every video under it) or an annotation file"
+    )
+    features.add_argument("out", help="output folder (created, or resumed)")
+    weights = features.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", help="a sifa .safetensors checkpoint or run folder")
+    weights.add_argument(
+        "--model", help="a registered model name (random weights, or --pretrained)"
+    )
+    features.add_argument(
+        "--pretrained", metavar="FILE",
+        help="with --model: ImageNet 2D ResNet or Swin weights to inflate",
+    )  # fmt: skip
+    features.add_argument(
+        "--seed", type=int, default=0,
+        help="with --model: seed of the random weights (the same in every process; default 0)",
+    )  # fmt: skip
+    features.add_argument("--frames", type=int, help="frames per clip (default: data.clip_len)")
+    features.add_argument(
+        "--size", type=int, help="test short side and crop size (default: the config's)"
+    )
+    features.add_argument("--clips", type=int, help="clips per video (default: data.test_clips)")
+    features.add_argument(
+        "--crops", type=int, choices=(1, 3), help="crops per clip (default: data.test_crops)"
+    )
+    features.add_argument(
+        "--per", default="video", choices=("clip", "video"),
+        help="video: average the views (default); clip: one row per view",
+    )  # fmt: skip
+    features.add_argument(
+        "--spatial", default="avg", choices=("avg", "max", "keep"),
+        help="pooling over H', W' (keep: the axes stay; default avg)",
+    )  # fmt: skip
+    features.add_argument(
+        "--temporal", default="avg", choices=("avg", "max", "keep"),
+        help="pooling over T', after --spatial (keep: the axis stays; default avg)",
+    )  # fmt: skip
+    features.add_argument(
+        "--file-format", default="safetensors", choices=("safetensors", "npy"),
+        help="safetensors: one file per video with every head and metadata (default); npy: a "
+        "file per head",
+    )  # fmt: skip
+    features.add_argument(
+        "--batch-size", type=int, default=1, help="videos per forward pass (default 1)"
+    )
+    features.add_argument(
+        "--workers", type=int, default=0, help="decoding worker processes (default 0)"
+    )
+    features.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+        help="autocast precision (fp16: CUDA only); features are written as float32",
+    )  # fmt: skip
+    features.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"),
+        help="where the model runs (auto: a GPU if there is one)",
+    )  # fmt: skip
+    features.add_argument(
+        "--format", choices=FORMATS, help="SOURCE's annotation format (default: guessed)"
+    )
+    features.add_argument("--root", help="folder the annotation paths are relative to")
+    features.add_argument(
+        "--labels", help="class-names file, or the Something-Something labels JSON"
+    )
+    features.add_argument(
+        "--backend", default="pyav", choices=("pyav", "decord", "frames"),
+        help="decoder (frames: folders of JPEG frames)",
+    )  # fmt: skip
+    features.add_argument("--quiet", action="store_true", help="no progress bar")
+    features.add_argument(
+        "switches", nargs="*", metavar="KEY=VALUE",
+        help="with --model: model switches, e.g. base_width=16",
+    )  # fmt: skip
+    features.set_defaults(run=_extract_features)
 
     demo = commands.add_parser(
         "demo",

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from sifa.data.encoding import H264Writer
 from sifa.files import replace_atomically
 
 PHASES = (
@@ -496,9 +497,7 @@ def _write_text(path: Path, text: str) -> None:
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
     """Write uint8 RGB ``(T, H, W, 3)`` frames (even ``H`` and ``W``) to an H.264 mp4
     (``yuv420p``, constant ``fps`` frames per second, CRF 18), atomically; the same frames
-    give the same bytes every time."""
-    import av
-
+    give the same bytes every time (see :mod:`sifa.data.encoding`)."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
         raise ValueError(
@@ -511,22 +510,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
         raise ValueError(f"fps must be a positive integer, got {fps!r}")
 
     def encode(temporary: Path) -> None:
-        with av.open(str(temporary), "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=int(fps))
-            stream.height, stream.width = height, width
-            stream.pix_fmt = "yuv420p"
-            # x264's output varies from run to run with frame threads, and on these small
-            # frames with macroblock-tree rate control or B-frames (measured: 1 clip in 32, 30%
-            # of the encodes of that clip): one thread, neither of the two.
-            stream.codec_context.thread_count = 1
-            stream.options = {"crf": "18", "x264-params": "mbtree=0:bframes=0"}
+        with H264Writer(temporary, rate=int(fps), height=height, width=width, format="mp4") as out:
             for frame in frames:
-                yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
-                # A packed copy: swscale's own buffers have padded rows (uninitialised bytes)
-                # that x264 reads, so its output would vary from run to run.
-                packed = av.VideoFrame.from_ndarray(yuv.to_ndarray(), format="yuv420p")
-                container.mux(stream.encode(packed))
-            container.mux(stream.encode())
+                out.write(frame)
 
     replace_atomically(Path(path), encode)
 

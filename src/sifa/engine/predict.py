@@ -12,6 +12,7 @@ from sifa.data.transforms import eval_transform
 from sifa.engine import distributed
 from sifa.engine.builders import build_sampler
 from sifa.engine.checkpoint import load_model, resolve_checkpoint
+from sifa.engine.stream import PredictionStream
 
 
 class Predictor:
@@ -76,7 +77,7 @@ class Predictor:
                 return {**result, "top": self._top(probabilities, topk)}
             if not info.fps:
                 raise ValueError(f"{video}: no frame rate, so --window-seconds cannot apply")
-            length = max(1, round(window_seconds * info.fps))
+            length = _window_length(window_seconds, info.fps)
             windows, total = [], torch.zeros(len(self.class_names))
             for first in range(0, info.num_frames, length):
                 count = min(length, info.num_frames - first)
@@ -90,3 +91,44 @@ class Predictor:
                     }
                 )
         return {**result, "top": self._top(total / len(windows), topk), "windows": windows}
+
+    def annotate(
+        self,
+        video: str | Path,
+        out_video: str | Path,
+        *,
+        topk: int = 5,
+        window_seconds: float | None = None,
+    ) -> dict:
+        """:meth:`predict`, and ``video`` written to ``out_video`` with the top-k labels and
+        scores drawn on every frame: each window's on its frames with ``window_seconds``, else
+        the whole video's (see :func:`sifa.engine.annotate.write_annotated_video`). Returns
+        the prediction."""
+        from sifa.engine.annotate import write_annotated_video
+
+        result = self.predict(video, topk=topk, window_seconds=window_seconds)
+        windows = result.get("windows")
+        if windows:
+            length = _window_length(window_seconds, result["fps"])
+
+            def top_of_frame(index: int) -> list[dict]:
+                return windows[min(index // length, len(windows) - 1)]["top"]
+        else:
+
+            def top_of_frame(index: int) -> list[dict]:
+                return result["top"]
+
+        write_annotated_video(video, out_video, top_of_frame)
+        return result
+
+    def stream(self, source: str | Path, **options) -> PredictionStream:
+        """Predictions on ``source`` as its frames arrive: a
+        :class:`~sifa.engine.stream.PredictionStream` (iterate it for one dict per stride;
+        ``options``: ``stride_seconds``, ``window_seconds``, ``topk``, ``input_format``,
+        ``input_options``, ``realtime``, ``skip_late``, ``out_video``)."""
+        return PredictionStream(self, source, **options)
+
+
+def _window_length(window_seconds: float, fps: float) -> int:
+    """Frames in a window of ``window_seconds``."""
+    return max(1, round(window_seconds * fps))

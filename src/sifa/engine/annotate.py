@@ -1,0 +1,93 @@
+"""Predictions drawn on video frames: the top-k labels and scores in a semi-transparent box."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sifa.files import replace_atomically
+
+
+@functools.cache
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def draw_predictions(frame: np.ndarray, top: Sequence[dict]) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` ``frame`` with one ``label score`` line per entry of ``top``
+    (``[{"label", "score"}]``, best first) in white on a dark, semi-transparent box at the top
+    left; the font size follows the frame height (``H / 24``, at least 10 pixels)."""
+    from PIL import Image, ImageDraw
+
+    if not top:
+        return frame
+    image = Image.fromarray(np.ascontiguousarray(frame)).convert("RGBA")
+    font = _font(max(10, round(image.height / 24)))
+    margin = max(2, font.size // 4)
+    text = "\n".join(f"{entry['label']} {entry['score']:.2f}" for entry in top)
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    _, _, right, bottom = draw.multiline_textbbox((margin, margin), text, font=font, spacing=margin)
+    draw.rectangle((0, 0, right + margin, bottom + margin), fill=(0, 0, 0, 150))
+    draw.multiline_text((margin, margin), text, font=font, fill=(255, 255, 255, 255),
+                        spacing=margin)  # fmt: skip
+    return np.asarray(Image.alpha_composite(image, overlay).convert("RGB"))
+
+
+def even_crop(frame: np.ndarray) -> np.ndarray:
+    """``frame`` without its last row and column where their count is odd (yuv420p needs even
+    sizes)."""
+    height, width = frame.shape[:2]
+    return frame[: height - height % 2, : width - width % 2]
+
+
+def write_annotated_video(
+    video: str | os.PathLike,
+    out: str | os.PathLike,
+    top_of_frame: Callable[[int], Sequence[dict]],
+) -> int:
+    """Decode ``video`` frame by frame, draw ``top_of_frame(index)`` on each frame and write
+    the result to ``out`` (H.264 ``yuv420p`` at the input's frame rate, one output frame per
+    input frame; an odd height or width loses its last row or column; no audio), atomically.
+    Returns the number of frames written."""
+    import av
+
+    from sifa.data.decoding import VideoDecodeError
+    from sifa.data.encoding import H264Writer
+
+    written = 0
+
+    def write(temporary: Path) -> None:
+        nonlocal written
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            if not rate:
+                raise VideoDecodeError(video, "has no frame rate to write the annotated video at")
+            writer = None
+            try:
+                for index, frame in enumerate(container.decode(stream)):
+                    rgb = even_crop(frame.to_ndarray(format="rgb24"))
+                    if writer is None:
+                        height, width = rgb.shape[:2]
+                        writer = H264Writer(temporary, rate=rate, height=height, width=width,
+                                            format="mp4")  # fmt: skip
+                    writer.write(draw_predictions(rgb, top_of_frame(index)))
+                    written = index + 1
+            except BaseException as error:
+                if writer is not None:
+                    writer.__exit__(type(error), error, error.__traceback__)
+                raise
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise VideoDecodeError(video, "holds no frames to annotate")
+
+    replace_atomically(Path(out), write)
+    return written
