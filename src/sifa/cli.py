@@ -687,6 +687,32 @@ def _benchmark_augment(args: argparse.Namespace) -> None:
     print(format_augment(results, setting, note))
 
 
+def _benchmark_inference(args: argparse.Namespace) -> None:
+    from sifa.tools.inference_benchmark import (
+        benchmark_inference,
+        describe_setting,
+        format_inference,
+    )
+
+    results = benchmark_inference(
+        args.models,
+        frames=args.frames,
+        sizes=args.size,
+        videos=args.videos,
+        batch_size=args.batch,
+        stride_seconds=args.stride_seconds,
+        stream_seconds=args.stream_seconds,
+        realtime=args.realtime,
+        threads=args.threads,
+    )
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+        return
+    threads = args.threads or torch_threads()
+    print(format_inference(results, describe_setting(results, threads, args.stride_seconds,
+                                                     args.realtime)))  # fmt: skip
+
+
 def torch_threads() -> int:
     import torch
 
@@ -1252,6 +1278,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print JSON instead of the table"
     )
     augment_bench.set_defaults(run=_benchmark_augment)
+
+    inference_bench = targets.add_parser(
+        "inference",
+        help="feature extraction videos/s and streaming prediction latency, random weights",
+        description="In a temporary folder: a random-weight checkpoint and synthetic videos per "
+        "model, then the videos per second of `sifa extract-features` and the latency of each "
+        "prediction of `sifa predict --stream` on a video file. Nothing is downloaded.",
+    )
+    inference_bench.add_argument(
+        "--models", nargs="+", default=["sifa_resnet18", "sifa_resnet50"],
+        help="registered model names (default: sifa_resnet18 as `sifa demo` trains it, "
+        "base_width=16 at 8x64x64, and sifa_resnet50 at 16x224x224)",
+    )  # fmt: skip
+    inference_bench.add_argument(
+        "--frames", type=int, nargs="+",
+        help="frames per clip: one for all models or one per model (default: the demo's models "
+        "8, others 16)",
+    )  # fmt: skip
+    inference_bench.add_argument(
+        "--size", type=int, nargs="+",
+        help="input height and width, even: one for all models or one per model (default: the "
+        "demo's models 64, others 224)",
+    )  # fmt: skip
+    inference_bench.add_argument(
+        "--videos", type=int, nargs="+",
+        help="videos timed for feature extraction: one for all models or one per model "
+        "(default: the demo's models 64, others 12)",
+    )  # fmt: skip
+    inference_bench.add_argument(
+        "--batch", type=int, default=4, help="feature extraction: videos per batch"
+    )
+    inference_bench.add_argument(
+        "--stride-seconds", type=float, default=0.5, help="streaming: seconds between predictions"
+    )
+    inference_bench.add_argument(
+        "--stream-seconds", type=float, default=20.0, help="streaming: length of the video"
+    )
+    inference_bench.add_argument(
+        "--realtime", action="store_true",
+        help="streaming: read the video at its own pace, as a live source (late predictions "
+        "are skipped), instead of as fast as it decodes",
+    )  # fmt: skip
+    inference_bench.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's choice)"
+    )
+    inference_bench.add_argument(
+        "--json", action="store_true", help="print JSON instead of the table"
+    )
+    inference_bench.set_defaults(run=_benchmark_inference)
     return parser
 
 
