@@ -21,6 +21,7 @@ from sifa.data.encoding import H264Writer
 from sifa.data.sampling import DenseSampler
 from sifa.data.synthetic import render_clip, write_video
 from sifa.data.transforms import eval_transform
+from sifa.engine.annotate import draw_predictions
 from sifa.engine.checkpoint import load_model
 from sifa.engine.predict import Predictor
 from sifa.engine.stream import PredictionStream
@@ -275,3 +276,17 @@ def test_several_inputs_are_refused_with_out_video_or_stream(trained_run, tmp_pa
         assert err.startswith("sifa predict: error: --") and "got 2" in err
         assert len(err.splitlines()) == 1
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("width", [32, 64, 224])
+def test_labels_fit_the_frame_width(width):
+    # Long labels on a narrow frame: the font shrinks, then the label is cut short, so the
+    # box (and the text inside it) never reaches the right edge.
+    frame = np.full((64, width, 3), 120, np.uint8)
+    top = [{"label": "pushing something from left to right " * 2, "score": 0.9},
+           {"label": "down_then_left", "score": 0.1}]  # fmt: skip
+    drawn = draw_predictions(frame, top)
+    changed = (drawn != 120).any(-1)
+    assert changed[:, 0].any()  # the box starts at the left edge
+    assert not changed[:, -1].any()  # and ends before the right one
+    assert changed.sum() > 0.05 * changed.size  # something legible-sized was drawn

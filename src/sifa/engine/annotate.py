@@ -19,18 +19,44 @@ def _font(size: int):
     return ImageFont.load_default(size=size)
 
 
+MIN_FONT = 6  # pixels: below this no text is legible anyway
+
+
+def _fit(lines: list[str], width: int, height: int):
+    """The font for ``lines`` and the lines themselves, fitted to a frame ``width`` wide: the
+    size follows the height (``H / 24``, at least 10 pixels) and shrinks (to 6 at least) until the
+    longest line fits; labels still too long then lose their end to an ellipsis."""
+    size = max(10, round(height / 24))
+    while True:
+        font = _font(size)
+        margin = max(2, size // 4)
+        room = width - 3 * margin  # the margins of the text and of its box
+        if size <= MIN_FONT or max(font.getlength(line) for line in lines) <= room:
+            break
+        size -= 1
+    fitted = []
+    for line in lines:
+        label, _, score = line.rpartition(" ")
+        while label and font.getlength(f"{label}\u2026 {score}") > room:
+            label = label[:-1]
+        fitted.append(line if font.getlength(line) <= room else f"{label}\u2026 {score}")
+    return font, margin, fitted
+
+
 def draw_predictions(frame: np.ndarray, top: Sequence[dict]) -> np.ndarray:
     """uint8 RGB ``(H, W, 3)`` ``frame`` with one ``label score`` line per entry of ``top``
     (``[{"label", "score"}]``, best first) in white on a dark, semi-transparent box at the top
-    left; the font size follows the frame height (``H / 24``, at least 10 pixels)."""
+    left; the font size follows the frame height (``H / 24``, at least 10 pixels), smaller (to 6
+    pixels) where a line would not fit the width, and a label that still does not fit is cut
+    short with an ellipsis."""
     from PIL import Image, ImageDraw
 
     if not top:
         return frame
     image = Image.fromarray(np.ascontiguousarray(frame)).convert("RGBA")
-    font = _font(max(10, round(image.height / 24)))
-    margin = max(2, font.size // 4)
-    text = "\n".join(f"{entry['label']} {entry['score']:.2f}" for entry in top)
+    lines = [f"{entry['label']} {entry['score']:.2f}" for entry in top]
+    font, margin, lines = _fit(lines, image.width, image.height)
+    text = "\n".join(lines)
     overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     _, _, right, bottom = draw.multiline_textbbox((margin, margin), text, font=font, spacing=margin)
