@@ -310,7 +310,8 @@ def _format_stream_summary(summary: dict, interrupted: bool) -> str:
     ended = "interrupted" if interrupted else "ended"
     line = (
         f"stream {ended}: {summary['frames']} frames at {summary['fps']:g} fps, "
-        f"{summary['predictions']} predictions, {summary['skipped']} skipped"
+        f"{summary['predictions']} prediction{'' if summary['predictions'] == 1 else 's'}, "
+        f"{summary['skipped']} skipped"
     )
     if summary["latency_mean_s"] is not None:
         line += (
