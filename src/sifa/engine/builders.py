@@ -72,6 +72,19 @@ def build_train_transform(config: DictConfig) -> Compose:
     )
 
 
+def build_eval_transform(config: DictConfig, crops: int | None = None) -> Compose:
+    """The test-view transform of ``config.data``: short side to ``test_short_side``, ``crops``
+    (default ``test_crops``) crops of ``test_crop_size``, normalised."""
+    data = config.data
+    return eval_transform(
+        short_side=data.test_short_side,
+        crop_size=data.test_crop_size,
+        crops=data.test_crops if crops is None else crops,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+    )
+
+
 def build_train_set(config: DictConfig, seed: int) -> VideoClipDataset:
     data = config.data
     transform = build_train_transform(config)
@@ -91,13 +104,7 @@ def build_eval_set(
 ) -> VideoClipDataset:
     """Multi-view evaluation data: ``clips x crops`` views per video, ``(views, C, T, H, W)``."""
     data = config.data
-    transform = eval_transform(
-        short_side=data.test_short_side,
-        crop_size=data.test_crop_size,
-        crops=crops,
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-    )
+    transform = build_eval_transform(config, crops)
     sampler = build_sampler(config, training=False, clips=clips)
     dataset = VideoClipDataset.from_spec(
         dataset_spec(config, split),

@@ -38,9 +38,8 @@ from tqdm import tqdm
 
 from sifa.data.annotations import VIDEO_EXTENSIONS, VideoRecord, load_annotations
 from sifa.data.datasets import UnreadableVideo, VideoClipDataset
-from sifa.data.transforms import eval_transform
 from sifa.engine import distributed
-from sifa.engine.builders import autocast_for, build_sampler
+from sifa.engine.builders import autocast_for, build_eval_transform, build_sampler
 from sifa.engine.checkpoint import load_model, resolve_checkpoint
 from sifa.engine.config import TrainConfig, validate
 from sifa.engine.distributed import Distributed, ShardedSampler
@@ -262,13 +261,7 @@ class FeatureExtractor:
         self.pretrained = str(pretrained) if pretrained else None
         self.spatial, self.temporal, self.per = spatial, temporal, per
         self.precision = precision
-        self.transform = eval_transform(
-            short_side=data.test_short_side,
-            crop_size=data.test_crop_size,
-            crops=data.test_crops,
-            mean=tuple(data.mean),
-            std=tuple(data.std),
-        )
+        self.transform = build_eval_transform(config)
 
     @property
     def views(self) -> int:

@@ -8,9 +8,8 @@ import torch
 
 from sifa.data.decoding import open_video
 from sifa.data.sampling import DenseSampler, SegmentSampler
-from sifa.data.transforms import eval_transform
 from sifa.engine import distributed
-from sifa.engine.builders import build_sampler
+from sifa.engine.builders import build_eval_transform, build_sampler
 from sifa.engine.checkpoint import load_model, resolve_checkpoint
 from sifa.engine.stream import PredictionStream
 
@@ -31,14 +30,7 @@ class Predictor:
         self.device = distributed.setup(device).device
         self.checkpoint = resolve_checkpoint(checkpoint)
         self.model, self.config, self.class_names = load_model(self.checkpoint, self.device)
-        data = self.config.data
-        self.transform = eval_transform(
-            short_side=data.test_short_side,
-            crop_size=data.test_crop_size,
-            crops=data.test_crops,
-            mean=tuple(data.mean),
-            std=tuple(data.std),
-        )
+        self.transform = build_eval_transform(self.config)
         self.backend = backend
 
     def _sampler(self, clips: int) -> DenseSampler | SegmentSampler:

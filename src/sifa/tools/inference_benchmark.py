@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+
+from sifa.tools.threads import using_threads
 
 FPS = 25  # frames per second of the synthetic videos
 RENDER_SIZE = 64  # the synthetic task's frames are drawn at this size, then resized
@@ -164,18 +165,6 @@ def make_checkpoint(folder: Path, name: str, setting: ModelSetting) -> Path:
     )
 
 
-@contextmanager
-def _threads(threads: int | None):
-    """torch's CPU threads set to ``threads`` for a while (``None``: left alone)."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _extraction(
     name: str, setting: ModelSetting, folder: Path, batch_size: int
 ) -> tuple[int, float]:
@@ -261,7 +250,7 @@ def benchmark_inference(
         settings.append(setting)
 
     results = []
-    with _threads(threads), tempfile.TemporaryDirectory(prefix="sifa-inference-") as scratch:
+    with using_threads(threads), tempfile.TemporaryDirectory(prefix="sifa-inference-") as scratch:
         for index, (name, setting) in enumerate(zip(models, settings, strict=True)):
             folder = Path(scratch) / f"{index:02d}-{name}"
             checkpoint = make_checkpoint(folder / "checkpoints", name, setting)

