@@ -31,11 +31,13 @@ class H264Writer:
         format: str | None = None,
     ) -> None:
         import av
+        from av.video.reformatter import VideoReformatter
 
         if height % 2 or width % 2:
             raise ValueError(f"yuv420p needs an even height and width, got {height}x{width}")
         self.size = (height, width)
         self._av = av
+        self._to_yuv = VideoReformatter()  # one for the file: a new one per frame costs more
         self._container = av.open(str(path), "w", format=format)
         try:
             stream = self._container.add_stream("libx264", rate=rate)
@@ -57,7 +59,8 @@ class H264Writer:
                 f"frames must be uint8 {(*self.size, 3)}, got {frame.dtype} {frame.shape}"
             )
         av = self._av
-        yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+        rgb = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        yuv = self._to_yuv.reformat(rgb, format="yuv420p")
         packed = av.VideoFrame.from_ndarray(yuv.to_ndarray(), format="yuv420p")
         self._container.mux(self._stream.encode(packed))
         self.frames += 1

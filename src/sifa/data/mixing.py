@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-MODES = ("mixup", "cutmix")
 _STREAM = 0x6D6978  # keeps the mixing stream apart from anything else seeded with the run's seed
 
 

@@ -51,9 +51,26 @@ class _EvaluationItems(Dataset):
         return item if isinstance(item, UnreadableVideo) else (index, *item)
 
 
-def _collate(items: list) -> tuple:
-    """``(indices, views, labels)`` of a batch's readable videos (None if it has none), and
-    the batch's :class:`UnreadableVideo` markers."""
+def gather_unreadable(
+    group: Distributed, unreadable: list[UnreadableVideo]
+) -> tuple[UnreadableVideo, ...]:
+    """Every process's :class:`UnreadableVideo` markers, in the processes' order, on every
+    process."""
+    indices, paths, reasons = distributed.gather_in_order(
+        group,
+        np.asarray([u.index for u in unreadable], dtype=np.int64),
+        np.asarray([u.path for u in unreadable], dtype=object),
+        np.asarray([u.reason for u in unreadable], dtype=object),
+    )
+    return tuple(
+        UnreadableVideo(int(i), str(p), str(r))
+        for i, p, r in zip(indices, paths, reasons, strict=True)
+    )
+
+
+def collate_readable(items: list) -> tuple:
+    """The batch of a batch's readable items (``(indices, views, labels)`` here; None if it
+    has none), and the batch's :class:`UnreadableVideo` markers."""
     unreadable = [item for item in items if isinstance(item, UnreadableVideo)]
     readable = [item for item in items if not isinstance(item, UnreadableVideo)]
     return (default_collate(readable) if readable else None), unreadable
@@ -82,7 +99,7 @@ def score_videos(
         batch_size=batch_size,
         sampler=ShardedSampler(len(dataset), group.rank, group.world_size),
         num_workers=num_workers,
-        collate_fn=_collate,
+        collate_fn=collate_readable,
         worker_init_fn=seed_worker,
         pin_memory=group.device.type == "cuda",
     )
@@ -114,19 +131,10 @@ def score_videos(
         rows(scores, np.zeros((0, dataset.num_classes), dtype=np.float32)),
         rows(labels, int64),
     )
-    bad_indices, bad_paths, bad_reasons = distributed.gather_in_order(
-        group,
-        np.asarray([u.index for u in unreadable], dtype=np.int64),
-        np.asarray([u.path for u in unreadable], dtype=object),
-        np.asarray([u.reason for u in unreadable], dtype=object),
-    )
-    seen = np.sort(np.concatenate([all_indices, bad_indices]))
+    excluded = gather_unreadable(group, unreadable)
+    seen = np.sort(np.concatenate([all_indices, [u.index for u in excluded]]).astype(np.int64))
     if not np.array_equal(seen, np.arange(len(dataset))):
         raise RuntimeError(f"evaluation saw {len(seen)} items for {len(dataset)} videos")
-    excluded = tuple(
-        UnreadableVideo(int(i), str(p), str(r))
-        for i, p, r in zip(bad_indices, bad_paths, bad_reasons, strict=True)
-    )
     if not len(all_indices):
         raise ValueError(
             f"none of the {len(dataset)} videos could be read, so there is nothing to score "

@@ -33,7 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sifa.data.annotations import VIDEO_EXTENSIONS, VideoRecord, load_annotations
@@ -43,6 +43,7 @@ from sifa.engine.builders import autocast_for, build_eval_transform, build_sampl
 from sifa.engine.checkpoint import load_model, resolve_checkpoint
 from sifa.engine.config import TrainConfig, validate
 from sifa.engine.distributed import Distributed, ShardedSampler
+from sifa.engine.evaluate import collate_readable, gather_unreadable
 from sifa.files import replace_atomically
 
 logger = logging.getLogger(__name__)
@@ -358,12 +359,6 @@ class _FeatureItems(Dataset):
         return index, item[0], torch.from_numpy(self.dataset.sampler.last.copy())
 
 
-def _collate(items: list) -> tuple:
-    unreadable = [item for item in items if isinstance(item, UnreadableVideo)]
-    readable = [item for item in items if not isinstance(item, UnreadableVideo)]
-    return (default_collate(readable) if readable else None), unreadable
-
-
 @dataclass(frozen=True)
 class ExtractionResult:
     """What :func:`extract_features` did: videos in the source, written by this run (over all
@@ -466,7 +461,7 @@ def extract_features(
         batch_size=batch_size,
         sampler=ShardedSampler(len(todo), group.rank, group.world_size),
         num_workers=num_workers,
-        collate_fn=_collate,
+        collate_fn=collate_readable,
     )
     unreadable: list[UnreadableVideo] = []
     written = 0
@@ -498,16 +493,7 @@ def extract_features(
             written += 1
 
     written = int(distributed.sum_over_processes(group, written)[0])
-    bad_indices, bad_paths, bad_reasons = distributed.gather_in_order(
-        group,
-        np.asarray([u.index for u in unreadable], dtype=np.int64),
-        np.asarray([u.path for u in unreadable], dtype=object),
-        np.asarray([u.reason for u in unreadable], dtype=object),
-    )
-    excluded = tuple(
-        UnreadableVideo(int(i), str(p), str(r))
-        for i, p, r in zip(bad_indices, bad_paths, bad_reasons, strict=True)
-    )
+    excluded = gather_unreadable(group, unreadable)
     if group.is_main:
         bad = {u.index for u in excluded}
         videos = []

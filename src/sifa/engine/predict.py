@@ -11,7 +11,7 @@ from sifa.data.sampling import DenseSampler, SegmentSampler
 from sifa.engine import distributed
 from sifa.engine.builders import build_eval_transform, build_sampler
 from sifa.engine.checkpoint import load_model, resolve_checkpoint
-from sifa.engine.stream import PredictionStream
+from sifa.engine.stream import PredictionStream, window_length
 
 
 class Predictor:
@@ -69,7 +69,7 @@ class Predictor:
                 return {**result, "top": self._top(probabilities, topk)}
             if not info.fps:
                 raise ValueError(f"{video}: no frame rate, so --window-seconds cannot apply")
-            length = _window_length(window_seconds, info.fps)
+            length = window_length(window_seconds, info.fps)
             windows, total = [], torch.zeros(len(self.class_names))
             for first in range(0, info.num_frames, length):
                 count = min(length, info.num_frames - first)
@@ -101,7 +101,7 @@ class Predictor:
         result = self.predict(video, topk=topk, window_seconds=window_seconds)
         windows = result.get("windows")
         if windows:
-            length = _window_length(window_seconds, result["fps"])
+            length = window_length(window_seconds, result["fps"])
 
             def top_of_frame(index: int) -> list[dict]:
                 return windows[min(index // length, len(windows) - 1)]["top"]
@@ -119,8 +119,3 @@ class Predictor:
         ``options``: ``stride_seconds``, ``window_seconds``, ``topk``, ``input_format``,
         ``input_options``, ``realtime``, ``skip_late``, ``out_video``)."""
         return PredictionStream(self, source, **options)
-
-
-def _window_length(window_seconds: float, fps: float) -> int:
-    """Frames in a window of ``window_seconds``."""
-    return max(1, round(window_seconds * fps))

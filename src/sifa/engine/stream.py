@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from sifa.data.decoding import VideoDecodeError
+from sifa.data.decoding import VideoDecodeError, _reason
+from sifa.engine.annotate import draw_predictions, even_crop
 
 if TYPE_CHECKING:
     from sifa.engine.predict import Predictor
@@ -68,11 +69,17 @@ _POLL_S = 0.1  # how often blocked queue operations look at the stop flag
 class _Frames:
     """The buffered frames as a reader for :meth:`Predictor._probabilities`."""
 
-    def __init__(self, frames: torch.Tensor) -> None:
-        self.frames = frames
+    def __init__(self, frames) -> None:
+        self.frames = frames  # a sequence of uint8 (H, W, 3) arrays
 
     def read(self, indices) -> torch.Tensor:
-        return self.frames[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
+        # Only the frames the clip takes are copied, not the whole window.
+        return torch.from_numpy(np.stack([self.frames[i] for i in np.asarray(indices)]))
+
+
+def window_length(window_seconds: float, fps: float) -> int:
+    """Frames in a window of ``window_seconds``."""
+    return max(1, round(window_seconds * fps))
 
 
 def is_live(source: str | os.PathLike) -> bool:
@@ -133,8 +140,7 @@ class PredictionStream:
         try:
             self._container = av.open(self.source, format=input_format, options=input_options)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or str(error)
-            raise VideoDecodeError(self.source, f"cannot be opened ({reason})") from None
+            raise VideoDecodeError(self.source, f"cannot be opened ({_reason(error)})") from None
         if not self._container.streams.video:
             self._container.close()
             raise VideoDecodeError(self.source, "has no video stream")
@@ -146,7 +152,7 @@ class PredictionStream:
         self.rate = rate
         self.fps = float(rate)
         if window_seconds:
-            self.window = max(1, round(window_seconds * self.fps))
+            self.window = window_length(window_seconds, self.fps)
         else:
             self.window = data.clip_len * data.frame_interval
         self.stride = max(1, round(stride_seconds * self.fps))
@@ -163,8 +169,8 @@ class PredictionStream:
         setting up the model's kernels (seconds on a CPU, which would count as latency)."""
         context = self._stream.codec_context
         if context.height and context.width:
-            blank = torch.zeros(self.window, context.height, context.width, 3, dtype=torch.uint8)
-            self.predictor._probabilities(_Frames(blank), 0, self.window, 1)
+            blank = np.zeros((context.height, context.width, 3), dtype=np.uint8)
+            self.predictor._probabilities(_Frames([blank] * self.window), 0, self.window, 1)
 
     def __iter__(self) -> Iterator[dict]:
         if self._iterator is None:
@@ -175,7 +181,7 @@ class PredictionStream:
         """Stop reading; finish the annotated video with the frames so far."""
         if self._iterator is not None:
             self._iterator.close()
-        elif self._container is not None:
+        if self._container is not None:  # also when the iterator never started
             self._container.close()
             self._container = None
 
@@ -199,9 +205,9 @@ class PredictionStream:
 
     def _decode(self, frames: queue.Queue, stop: threading.Event) -> None:
         """Put ``(rgb, arrival_time)`` for every frame, then an error if any, then ``_END``."""
+        import av
         from av.video.reformatter import VideoReformatter
 
-        av_error = __import__("av").error.FFmpegError
         container, to_rgb = self._container, VideoReformatter()
         decoded = 0
         try:
@@ -214,9 +220,8 @@ class PredictionStream:
                 rgb = to_rgb.reformat(frame, format="rgb24").to_ndarray()
                 self._put(frames, (rgb, time.perf_counter()), stop)
                 decoded += 1
-        except av_error as error:
-            reason = getattr(error, "strerror", None) or str(error)
-            problem = f"reading failed after {decoded} frames ({reason})"
+        except av.error.FFmpegError as error:
+            problem = f"reading failed after {decoded} frames ({_reason(error)})"
             # A source that fails once it has given frames (a camera gone, a read timeout)
             # has ended: what came until then is kept.
             ending = _Failure(problem) if decoded else VideoDecodeError(self.source, problem)
@@ -239,15 +244,14 @@ class PredictionStream:
     # ------------------------------------------------------------------ predictions
 
     def _predict(self, buffer: deque, end: int, arrival: float) -> dict:
-        frames = torch.from_numpy(np.stack(buffer))
         predictor = self.predictor
-        probabilities = predictor._probabilities(_Frames(frames), 0, len(frames), 1)
+        probabilities = predictor._probabilities(_Frames(buffer), 0, len(buffer), 1)
         top = predictor._top(probabilities, self.topk)
         latency = time.perf_counter() - arrival
         self.predictions += 1
         self.latencies.append(latency)
         return {
-            "start_s": round((end - len(frames)) / self.fps, 3),
+            "start_s": round((end - len(buffer)) / self.fps, 3),
             "end_s": round(end / self.fps, 3),
             "top": top,
             "latency_s": round(latency, 6),
@@ -307,7 +311,6 @@ class PredictionStream:
 
     def _open_writer(self, rgb: np.ndarray):
         from sifa.data.encoding import H264Writer
-        from sifa.engine.annotate import even_crop
         from sifa.files import temporary_path
 
         self.out_video.parent.mkdir(parents=True, exist_ok=True)
@@ -317,8 +320,6 @@ class PredictionStream:
         return writer, temporary
 
     def _annotated(self, rgb: np.ndarray, latest: dict | None) -> np.ndarray:
-        from sifa.engine.annotate import draw_predictions, even_crop
-
         rgb = even_crop(rgb)
         return draw_predictions(rgb, latest["top"]) if latest is not None else rgb
 

@@ -20,6 +20,7 @@ import torch
 
 from sifa.data.rand_augment import RELEASED_OPS, STANDARD_OPS, RandAugment, RandAugmentParams
 from sifa.data.transforms import RandomErasing
+from sifa.tools.threads import using_threads
 
 # kornia.augmentation.auto.rand_augment.ops factory and magnitude range of each operation
 # (kornia's RandAugment defaults; translations as fractions of the size, near torchvision's).
@@ -94,9 +95,7 @@ def benchmark_augment(
     if frames < 1 or size < 3 or repeats < 1 or threads < 1 or n < 1:
         raise ValueError("frames, n, repeats and threads must be >= 1 and size >= 3")
     k = _kornia_modules(n, m) if kornia else None
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with using_threads(threads):
         clip = torch.rand(frames, 3, size, size, generator=torch.Generator().manual_seed(0))
         results = [_operation(name, clip, m, repeats, k) for name in _operation_names()]
         for ops in ("standard", "released"):
@@ -120,8 +119,6 @@ def benchmark_augment(
                 "" if k is None else "RandomErasing(p=1)",
             )
         )
-    finally:
-        torch.set_num_threads(previous)
     return results
 
 
