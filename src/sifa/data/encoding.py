@@ -18,8 +18,9 @@ import numpy as np
 class H264Writer:
     """Write uint8 RGB ``(H, W, 3)`` frames (even ``H`` and ``W``) to ``path`` at a constant
     ``rate`` (frames per second; a :class:`~fractions.Fraction` such as 30000/1001 is kept
-    exact). ``format`` is the container (default: from the file name). Use as a context
-    manager, or call :meth:`close`, which flushes the encoder and finishes the file."""
+    exact). ``format`` is the container (default: from the file name); ``options`` are
+    libx264's options over the defaults (``crf`` 18, no macroblock tree nor B-frames). Use as a
+    context manager, or call :meth:`close`, which flushes the encoder and finishes the file."""
 
     def __init__(
         self,
@@ -29,6 +30,7 @@ class H264Writer:
         height: int,
         width: int,
         format: str | None = None,
+        options: dict[str, str] | None = None,
     ) -> None:
         import av
         from av.video.reformatter import VideoReformatter
@@ -44,7 +46,8 @@ class H264Writer:
             stream.height, stream.width = height, width
             stream.pix_fmt = "yuv420p"
             stream.codec_context.thread_count = 1  # see the module docstring
-            stream.options = {"crf": "18", "x264-params": "mbtree=0:bframes=0"}
+            stream.codec_context.time_base = Fraction(1) / rate
+            stream.options = {"crf": "18", "x264-params": "mbtree=0:bframes=0", **(options or {})}
         except BaseException:
             self._container.close()
             raise
@@ -58,10 +61,14 @@ class H264Writer:
             raise ValueError(
                 f"frames must be uint8 {(*self.size, 3)}, got {frame.dtype} {frame.shape}"
             )
-        av = self._av
-        rgb = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        yuv = self._to_yuv.reformat(rgb, format="yuv420p")
-        packed = av.VideoFrame.from_ndarray(yuv.to_ndarray(), format="yuv420p")
+        rgb = self._av.VideoFrame.from_ndarray(frame, format="rgb24")
+        self.write_yuv(self._to_yuv.reformat(rgb, format="yuv420p"))
+
+    def write_yuv(self, frame) -> None:
+        """Encode one ``yuv420p`` :class:`av.VideoFrame` of the writer's size (a packed copy of
+        it: see the module docstring)."""
+        packed = self._av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
+        packed.pts, packed.time_base = self.frames, self._stream.codec_context.time_base
         self._container.mux(self._stream.encode(packed))
         self.frames += 1
 

@@ -11,7 +11,8 @@ clip decode many frames it does not use. :func:`prepare_dataset` pays for that o
   decodes at most ``keyframe_interval - 1`` frames before its first, and x264's ``fastdecode``
   tuning (no CABAC, no deblocking: on a 720p clip brought to 320 px, 1.3x faster decoding for
   a file 8% larger, frames as close to the source). Audio is dropped. The bytes written are the
-  same from run to run, whatever the number of workers. The output is constant-frame-rate: a
+  same from run to run, whatever the number of workers (:class:`~sifa.data.encoding.H264Writer`:
+  one encoding thread, no macroblock tree). The output is constant-frame-rate: a
   variable-rate source gets frames repeated or dropped to fill the grid, as FFmpeg's ``fps``
   filter does, so that frame indices are the timestamps our readers compute.
 - frame folders (``frames=True``): ``img_00001.jpg`` ... at the same size, JPEG quality
@@ -88,6 +89,7 @@ from sifa.data.decoding import (
     VideoError,
     VideoNotFoundError,
 )
+from sifa.data.encoding import H264Writer
 from sifa.files import remove_stale_temporaries, replace_atomically, temporary_path
 
 REPORT_NAME = "prepare_report.json"
@@ -301,34 +303,23 @@ def _write_mp4(source: _Source, path: Path, settings: PrepareSettings) -> int:
     width, height = output_size(*source.size, settings.short_side)
     rate = _output_rate(source, settings.fps)
     reformatter = VideoReformatter()
-    count = 0
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.thread_count = 1
-        stream.codec_context.time_base = 1 / rate
-        stream.options = {
-            "crf": str(settings.crf),
-            "preset": settings.preset,
-            "tune": "fastdecode",
-            "g": str(settings.keyframe_interval),
-            "bf": "0",
-        }
+    options = {
+        "crf": str(settings.crf),
+        "preset": settings.preset,
+        "tune": "fastdecode",
+        "g": str(settings.keyframe_interval),
+        "bf": "0",
+    }
 
-        def resize(frame):
-            resized = reformatter.reformat(frame, width, height, "yuv420p", interpolation="AREA")
-            # A packed copy: from swscale's own buffers (padded rows, likely uninitialised
-            # bytes) x264's output varies from run to run; from a copy it is the same.
-            return av.VideoFrame.from_ndarray(resized.to_ndarray(), format="yuv420p")
+    def resize(frame):
+        return reformatter.reformat(frame, width, height, "yuv420p", interpolation="AREA")
 
+    with H264Writer(
+        path, rate=rate, height=height, width=width, format="mp4", options=options
+    ) as writer:
         for frame in source.frames(rate, resize):
-            frame.pts, frame.time_base = count, stream.codec_context.time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            count += 1
-        for packet in stream.encode():
-            container.mux(packet)
-    return count
+            writer.write_yuv(frame)
+    return writer.frames
 
 
 def _write_frames(source: _Source, folder: Path, settings: PrepareSettings) -> int:
