@@ -57,6 +57,7 @@ import math
 import os
 import textwrap
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -65,12 +66,9 @@ from omegaconf import DictConfig
 
 from sifa.data.datasets import UnreadableVideo, VideoClipDataset
 from sifa.data.loader import set_epoch
-from sifa.data.mixing import mixing_generator
-from sifa.engine.builders import autocast_for
 from sifa.engine.config import ConfigError
 from sifa.engine.evaluate import score_videos
-from sifa.engine.trainer import Trainer
-from sifa.models import classification_loss
+from sifa.engine.trainer import Trainer, validates_after
 from sifa.tools import memory
 
 DEFAULT_UPDATES = 5
@@ -201,25 +199,11 @@ class _Steps:
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self.device = trainer.group.device
         self.losses: list[float] = []
 
     def micro_batch(self, clips: torch.Tensor, labels: torch.Tensor) -> None:
-        trainer, config = self.trainer, self.trainer.config
-        clips = clips.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        targets = labels
-        if trainer.mixer is not None:
-            generator = mixing_generator(config.seed, 0, 0, len(self.losses))
-            mixed = trainer.mixer(clips, labels, generator=generator)
-            clips, targets = mixed.clips, mixed.targets
-        with autocast_for(config.precision, self.device):
-            output = trainer.model(clips)
-            loss = classification_loss(
-                output, targets, label_smoothing=config.optim.label_smoothing
-            )
-        scaled = loss / config.optim.accumulate
-        (trainer.scaler.scale(scaled) if trainer.scaler else scaled).backward()
+        # The trainer's own step; one process at epoch 0, micro-batches numbered in order.
+        _, loss, _ = self.trainer._micro_batch(clips, labels, len(self.losses))
         self.losses.append(loss.item())
 
     def update(self, micro_batches: Iterator) -> None:
@@ -235,7 +219,7 @@ def _time_loader(loader, batches: int, first_round: int, keep: int):
     batches."""
     start = time.perf_counter()
     stream = _endless(loader)
-    kept, clips, first = [], 0, None
+    kept, clips, first = deque(maxlen=keep), 0, None
     for index in range(first_round + batches):
         batch = next(stream)
         now = time.perf_counter()
@@ -245,9 +229,9 @@ def _time_loader(loader, batches: int, first_round: int, keep: int):
             start_rate = now
         elif index >= first_round:
             clips += len(batch[1])
-        kept = [*kept[-(keep - 1) :], batch] if keep > 1 else [batch]
+        kept.append(batch)
     stream.close()
-    return first - start, clips / max(now - start_rate, 1e-9), kept
+    return first - start, clips / max(now - start_rate, 1e-9), list(kept)
 
 
 def _time_cached_loading(dataset: VideoClipDataset, loader_batches: int, batch: int) -> float:
@@ -309,9 +293,7 @@ def _time_validation(
 
 def validation_count(epochs: int, eval_every: int) -> int:
     """Epochs that end with a validation: every ``eval_every``-th and the last."""
-    if not eval_every:
-        return 0
-    return sum(1 for epoch in range(1, epochs + 1) if epoch % eval_every == 0 or epoch == epochs)
+    return sum(validates_after(epoch, epochs, eval_every) for epoch in range(1, epochs + 1))
 
 
 def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunReport:
@@ -375,7 +357,7 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
     _synchronize(device)
     begin = time.perf_counter()
     for _ in range(updates):
-        steps.update(itertools.cycle(kept))
+        steps.update(iter(kept))  # exactly one update's micro-batches
     _synchronize(device)
     model_rate = updates * clips_per_update / (time.perf_counter() - begin)
     del kept
@@ -493,7 +475,7 @@ def estimate(report: DryRunReport) -> None:
         + min(report.validations, 1) * (report.validation_s or 0.0)
         + max(report.validations - 1, 0) * later_validation_s
     )
-    share = report.training_clips_per_s * report.update_s / report.clips_per_update
+    share = training_share(report)
     if share < 0.8:
         epoch = report.updates_per_epoch * report.clips_per_update / report.training_clips_per_s
         cause = "on a CPU they share its cores" if report.num_workers else "a busy machine?"
@@ -507,6 +489,11 @@ def estimate(report: DryRunReport) -> None:
             f"real training steps ran at {100 * share:.0f}% of the estimated rate: the timings "
             "disagree (a busy machine?); more --dry-run-updates steady them"
         )
+
+
+def training_share(report: DryRunReport) -> float:
+    """The rate of real training steps over the estimated rate."""
+    return report.training_clips_per_s * report.update_s / report.clips_per_update
 
 
 def duration(seconds: float) -> str:
@@ -606,7 +593,7 @@ def format_dry_run(report: DryRunReport) -> str:
                   f"{max(r.loader_clips_per_s, r.model_clips_per_s):.1f} clips/s)"),
         ("training", f"{r.training_clips_per_s:.1f} clips/s in real steps "
                      f"({r.training_updates} updates; "
-                     f"{100 * r.training_clips_per_s * r.update_s / r.clips_per_update:.0f}% of "
+                     f"{100 * training_share(r):.0f}% of "
                      "the estimate below)"),
         ("memory", "; ".join(memory_parts) or "not measured here"),
         ("update", f"{r.update_s:.3g} s = {formula}"),

@@ -142,6 +142,12 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def validates_after(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Whether epoch ``epoch`` (from 1) of ``epochs`` ends with a validation: every
+    ``eval_every``-th and the last (none with ``eval_every`` 0)."""
+    return bool(eval_every) and (epoch % eval_every == 0 or epoch == epochs)
+
+
 class Trainer:
     """A training run of ``config``; :meth:`fit` trains (or resumes) it to the end.
 
@@ -347,6 +353,32 @@ class Trainer:
         )
         return result
 
+    def _micro_batch(
+        self, clips: torch.Tensor, labels: torch.Tensor, batch: int, *, quiet: bool = False
+    ):
+        """Forward and backward of micro-batch ``batch`` of the epoch (mixed where mixing is
+        on; the loss scaled for accumulation and the grad scaler; ``quiet``: without DDP's
+        gradient sync). Returns ``(output, loss, labels)``, the labels on the device."""
+        config = self.config
+        clips = clips.to(self.group.device, non_blocking=True)
+        labels = labels.to(self.group.device, non_blocking=True)
+        targets = labels
+        if self.mixer is not None:
+            # Its own generator per micro-batch: the global RNGs (dropout, DropPath, the
+            # checkpoint's state) stay untouched, and a resumed epoch mixes as before.
+            generator = mixing_generator(config.seed, self.epoch, self.group.rank, batch)
+            mixed = self.mixer(clips, labels, generator=generator)
+            clips, targets = mixed.clips, mixed.targets
+        with self.model.no_sync() if quiet else contextlib.nullcontext():
+            with autocast_for(config.precision, self.group.device):
+                output = self.model(clips)
+                loss = classification_loss(
+                    output, targets, label_smoothing=config.optim.label_smoothing
+                )
+            scaled = loss / config.optim.accumulate
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        return output, loss, labels
+
     def _train_epoch(self, stop: _StopRequest, stop_after: int | None) -> int | None:
         """One epoch from ``self.next_batch``; the stop signal's number if it stopped early."""
         config = self.config
@@ -364,26 +396,10 @@ class Trainer:
         )
         window = [0.0, 0, time.perf_counter()]  # loss sum, clips, start of the log window
         for batch, (clips, labels) in enumerate(self.loader, start=self.next_batch):
-            clips = clips.to(self.group.device, non_blocking=True)
-            labels = labels.to(self.group.device, non_blocking=True)
-            targets = labels
-            if self.mixer is not None:
-                # Its own generator per micro-batch: the global RNGs (dropout, DropPath, the
-                # checkpoint's state) stay untouched, and a resumed epoch mixes as before.
-                generator = mixing_generator(config.seed, self.epoch, self.group.rank, batch)
-                mixed = self.mixer(clips, labels, generator=generator)
-                clips, targets = mixed.clips, mixed.targets
             last_micro = (batch + 1) % accumulate == 0 or batch + 1 == batches
             # Gradients are averaged across processes only on the update's last micro-batch.
             quiet = self.group.enabled and not last_micro
-            with self.model.no_sync() if quiet else contextlib.nullcontext():
-                with autocast_for(config.precision, self.group.device):
-                    output = self.model(clips)
-                    loss = classification_loss(
-                        output, targets, label_smoothing=config.optim.label_smoothing
-                    )
-                scaled = loss / accumulate
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            output, loss, labels = self._micro_batch(clips, labels, batch, quiet=quiet)
             main_logits = output[0] if isinstance(output, tuple) else output
             size, value = labels.numel(), loss.item()
             # Training top-1 counts a clip right when it predicts the clip's own label (from
@@ -457,8 +473,8 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "train_unreadable_replaced": skipped,
         }
-        last_epoch = self.epoch + 1 == config.optim.epochs
-        if self.val_set is not None and ((self.epoch + 1) % config.eval_every == 0 or last_epoch):
+        epochs, every = config.optim.epochs, config.eval_every
+        if self.val_set is not None and validates_after(self.epoch + 1, epochs, every):
             scored = score_videos(
                 self.model,
                 self.val_set,
