@@ -123,12 +123,24 @@ class VideoReader(ABC):
         self.close()
 
 
-def _reason(error: Exception) -> str:
+def ffmpeg_reason(error: Exception) -> str:
     """FFmpeg's explanation without the file name PyAV appends to it."""
     return getattr(error, "strerror", None) or str(error)
 
 
-def _check_file(path: Path) -> None:
+def count_frames(folder: str | os.PathLike, template: str, start_index: int = 1) -> int:
+    """How many frames ``template.format(start_index)``, ``template.format(start_index + 1)``
+    ... ``folder`` holds in a row (one listing of the folder)."""
+    names = set(os.listdir(folder))
+    count = 0
+    while template.format(start_index + count) in names:
+        count += 1
+    return count
+
+
+def check_video_file(path: Path) -> None:
+    """Raise :class:`VideoNotFoundError` or :class:`EmptyVideoError` for a path that is not a
+    file, or an empty one."""
     if not path.is_file():
         raise VideoNotFoundError(path, "no such file")
     if path.stat().st_size == 0:
@@ -146,11 +158,12 @@ class PyAVReader(VideoReader):
         from av.video.reformatter import VideoReformatter
 
         self._av = av
-        _check_file(self.path)
+        check_video_file(self.path)
         try:
             self._container = av.open(str(self.path))
         except (av.error.FFmpegError, UnicodeDecodeError) as error:
-            raise VideoDecodeError(self.path, f"not a readable video ({_reason(error)})") from error
+            reason = ffmpeg_reason(error)
+            raise VideoDecodeError(self.path, f"not a readable video ({reason})") from error
         if not self._container.streams.video:
             self._container.close()
             raise VideoDecodeError(self.path, "has no video stream")
@@ -184,7 +197,7 @@ class PyAVReader(VideoReader):
         try:
             return sum(1 for packet in self._container.demux(self._stream) if packet.size)
         except self._av.error.FFmpegError as error:
-            failure = _reason(error)
+            failure = ffmpeg_reason(error)
         self._fail(f"cannot read packets ({failure})")
 
     def _index(self, frame) -> int:
@@ -219,7 +232,7 @@ class PyAVReader(VideoReader):
             if indices[0] not in frames and indices[0] > 0:
                 frames, last = self._decode_from(0, indices)  # the seek landed too late
         except self._av.error.FFmpegError as error:
-            failure = _reason(error)
+            failure = ffmpeg_reason(error)
         else:
             missing = [i for i in indices if i not in frames]
             if not missing:
@@ -252,7 +265,7 @@ class DecordReader(VideoReader):
                 "the decord backend needs the decord package: pip install decord"
             ) from error
         self._error = decord.DECORDError
-        _check_file(self.path)
+        check_video_file(self.path)
         self._reader = None
         try:
             self._reader = decord.VideoReader(str(self.path), num_threads=threads)
@@ -309,19 +322,12 @@ class FrameFolderReader(VideoReader):
         self.template = template
         self.start_index = start_index
         if num_frames is None:
-            num_frames = self._count_frames()
+            num_frames = count_frames(self.path, self.template, self.start_index)
         if num_frames == 0:
             raise EmptyVideoError(self.path, f"holds no frames named like {template!r}")
         self._num_frames = num_frames
         self._fps = fps
         self._info: VideoInfo | None = None
-
-    def _count_frames(self) -> int:
-        names = set(os.listdir(self.path))
-        count = 0
-        while self.template.format(self.start_index + count) in names:
-            count += 1
-        return count
 
     def _frame_path(self, index: int) -> Path:
         return self.path / self.template.format(self.start_index + index)

@@ -87,7 +87,9 @@ from sifa.data.decoding import (
     EmptyVideoError,
     VideoDecodeError,
     VideoError,
-    VideoNotFoundError,
+    check_video_file,
+    count_frames,
+    ffmpeg_reason,
 )
 from sifa.data.encoding import H264Writer
 from sifa.files import remove_stale_temporaries, replace_atomically, temporary_path
@@ -190,14 +192,11 @@ class _Source:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if not path.is_file():
-            raise VideoNotFoundError(path, "no such file")
-        if path.stat().st_size == 0:
-            raise EmptyVideoError(path, "the file is empty")
+        check_video_file(path)
         try:
             self.container = av.open(str(path))
         except (av.error.FFmpegError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or str(error)
+            reason = ffmpeg_reason(error)
             raise VideoDecodeError(path, f"not a readable video ({reason})") from None
         if not self.container.streams.video:
             self.container.close()
@@ -257,7 +256,7 @@ class _Source:
                 if count > 0 and converted is None:
                     converted = convert(held)
             except (av.error.FFmpegError, ValueError) as error:
-                reason = getattr(error, "strerror", None) or str(error)
+                reason = ffmpeg_reason(error)
                 failure = f"decoding failed after {decoded - 1} frames ({reason})"
                 break
             if count > _MAX_REPEATS_SECONDS * rate:
@@ -285,7 +284,7 @@ class _Source:
             try:
                 converted = convert(held)
             except (av.error.FFmpegError, ValueError) as error:
-                reason = getattr(error, "strerror", None) or str(error)
+                reason = ffmpeg_reason(error)
                 raise VideoDecodeError(
                     self.path, f"cannot convert its last frame ({reason})"
                 ) from None
@@ -420,14 +419,6 @@ def _run_jobs(jobs: list[_Job], settings: PrepareSettings, workers: int) -> Iter
             except BrokenProcessPool:
                 result = None, _CRASHED
         yield job, result
-
-
-def _count_frames(folder: Path) -> int:
-    names = set(os.listdir(folder))
-    count = 0
-    while FRAME_TEMPLATE.format(count + 1) in names:
-        count += 1
-    return count
 
 
 def _check_settings(out: Path, settings: PrepareSettings) -> None:
@@ -596,7 +587,9 @@ def prepare_dataset(
         len(remove_stale_temporaries(folder)) for folder in {o.parent for o in jobs.values()}
     )
     finished = {s: o for s, o in jobs.items() if (o.is_dir() if settings.frames else o.is_file())}
-    counts = {s: _count_frames(o) for s, o in finished.items()} if settings.frames else {}
+    counts = (
+        {s: count_frames(o, FRAME_TEMPLATE) for s, o in finished.items()} if settings.frames else {}
+    )
     todo = [(s, o) for s, o in jobs.items() if s not in finished]
 
     bar = tqdm(

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from sifa.data.decoding import VideoDecodeError, _reason
+from sifa.data.decoding import VideoDecodeError, ffmpeg_reason
 from sifa.engine.annotate import draw_predictions, even_crop
 
 if TYPE_CHECKING:
@@ -140,7 +140,8 @@ class PredictionStream:
         try:
             self._container = av.open(self.source, format=input_format, options=input_options)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-            raise VideoDecodeError(self.source, f"cannot be opened ({_reason(error)})") from None
+            reason = ffmpeg_reason(error)
+            raise VideoDecodeError(self.source, f"cannot be opened ({reason})") from None
         if not self._container.streams.video:
             self._container.close()
             raise VideoDecodeError(self.source, "has no video stream")
@@ -221,7 +222,7 @@ class PredictionStream:
                 self._put(frames, (rgb, time.perf_counter()), stop)
                 decoded += 1
         except av.error.FFmpegError as error:
-            problem = f"reading failed after {decoded} frames ({_reason(error)})"
+            problem = f"reading failed after {decoded} frames ({ffmpeg_reason(error)})"
             # A source that fails once it has given frames (a camera gone, a read timeout)
             # has ended: what came until then is kept.
             ending = _Failure(problem) if decoded else VideoDecodeError(self.source, problem)
