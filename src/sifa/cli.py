@@ -1353,6 +1353,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, VideoError, OSError) as error:
         print(f"sifa {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+    finally:
+        # Under torchrun: leave the process group before exiting (a gloo group still open at
+        # shutdown can abort the process after its work is done).
+        if "torch.distributed" in sys.modules:
+            from sifa.engine import distributed
+
+            distributed.cleanup()
 
 
 def one_line(error: BaseException) -> str:

@@ -3,8 +3,11 @@ helpers the engine needs. A single process without ``torchrun`` is a group of on
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -50,10 +53,33 @@ def setup(device: str = "auto") -> Distributed:
         chosen = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        atexit.register(cleanup)  # a no-op when the command has cleaned up already
     return Distributed(rank, world_size, local_rank, chosen)
 
 
+# Objects that hold a DistributedDataParallel wrapper (trainers), closed by :func:`cleanup`.
+_holders: weakref.WeakSet = weakref.WeakSet()
+
+
+def release_before_exit(holder) -> None:
+    """Have :func:`cleanup` (at the latest at exit) call ``holder.close()``, which must drop
+    every DistributedDataParallel wrapper ``holder`` keeps."""
+    _holders.add(holder)
+
+
 def cleanup() -> None:
+    """Close the holders of DDP wrappers, free them and leave the process group.
+
+    A process that exits with a gloo process group still open, or with a DDP wrapper still
+    alive (its reducer keeps the group's worker threads), dies at interpreter shutdown with
+    ``terminate called without an active exception`` (SIGABRT) in a good share of runs, after
+    all its work is done: torchrun then reports the run as failed. ``sifa``'s commands call
+    this when they end; :func:`setup` registers it to run at exit for Python code that does
+    not."""
+    for holder in list(_holders):
+        holder.close()
+    _holders.clear()
+    gc.collect()  # a wrapper in a reference cycle would otherwise outlive the group
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

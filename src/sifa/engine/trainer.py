@@ -162,6 +162,7 @@ class Trainer:
         dry_run: bool = False,
     ) -> None:
         self.config = config
+        self.closed = False
         self.group = distributed.setup(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -237,6 +238,7 @@ class Trainer:
             self.model = DistributedDataParallel(
                 model, device_ids=ids, find_unused_parameters=no_gradient is None
             )
+            distributed.release_before_exit(self)
         self.epoch, self.next_batch, self.update = 0, 0, 0
         self.best_top1: float | None = None
         self.history: list[dict] = []
@@ -331,6 +333,8 @@ class Trainer:
     def fit(self, *, stop_after_updates: int | None = None) -> TrainResult:
         """Train to ``optim.epochs``; ``stop_after_updates`` stops (and saves) early, as a signal
         would."""
+        if self.closed:
+            raise RuntimeError("this Trainer is closed: build a new one (resume=True continues)")
         result = TrainResult(self.output_dir)
         self._last_saved = time.monotonic()
         if self.group.is_main:
@@ -352,6 +356,21 @@ class Trainer:
             self.update,
         )
         return result
+
+    def close(self) -> None:
+        """Drop the DistributedDataParallel wrapper (``model`` becomes the bare network) and
+        close the log; :meth:`fit` refuses to run afterwards. Under ``torchrun`` a process must
+        not exit with the wrapper alive (see :func:`sifa.engine.distributed.cleanup`, which
+        calls this at exit for a trainer still open)."""
+        self.model = _unwrap(self.model)
+        self.log.close()
+        self.closed = True
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _micro_batch(
         self, clips: torch.Tensor, labels: torch.Tensor, batch: int, *, quiet: bool = False
@@ -525,4 +544,5 @@ def train(
     stop_after_updates: int | None = None,
 ) -> TrainResult:
     """Train ``config`` (see :class:`Trainer`)."""
-    return Trainer(config, resume=resume).fit(stop_after_updates=stop_after_updates)
+    with Trainer(config, resume=resume) as trainer:
+        return trainer.fit(stop_after_updates=stop_after_updates)
