@@ -182,3 +182,16 @@ def test_run_folders_are_not_tracked():
 
     ignored = (Path(__file__).parents[1] / ".gitignore").read_text().split()
     assert "runs/" in ignored
+
+
+def test_ctrl_c_is_one_line_and_exit_status_130(monkeypatch, capsys):
+    """Ctrl-C in a command that does not handle it itself (here while the model is built)."""
+    import sifa.tools.flops
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sifa.tools.flops, "model_complexity", interrupted)
+    assert main(["flops", "sifa_resnet50"]) == 130
+    err = capsys.readouterr().err
+    assert err == "sifa flops: interrupted\n"

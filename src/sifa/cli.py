@@ -1353,6 +1353,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, VideoError, OSError) as error:
         print(f"sifa {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C outside the places that handle it themselves (training saves, preparing and
+        # extraction resume, streaming prints its summary): loading, evaluating, exporting.
+        print(f"sifa {args.command}: interrupted", file=sys.stderr)
+        return 130
     finally:
         # Under torchrun: leave the process group before exiting (a gloo group still open at
         # shutdown can abort the process after its work is done).
