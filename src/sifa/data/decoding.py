@@ -147,6 +147,22 @@ def check_video_file(path: Path) -> None:
         raise EmptyVideoError(path, "the file is empty")
 
 
+def open_video_stream(source, *, unreadable: str = "not a readable video", **options):
+    """Open ``source`` (a path, URL or ``pipe:``; ``options`` go to ``av.open``) and return
+    ``(container, its first video stream)``. Raises :class:`VideoDecodeError` naming
+    ``source``: ``unreadable`` with FFmpeg's reason, or "has no video stream"."""
+    import av
+
+    try:
+        container = av.open(str(source), **options)
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise VideoDecodeError(source, f"{unreadable} ({ffmpeg_reason(error)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(source, "has no video stream")
+    return container, container.streams.video[0]
+
+
 class PyAVReader(VideoReader):
     """FFmpeg through PyAV, with threaded decoding (``threads=0``: FFmpeg picks)."""
 
@@ -159,15 +175,7 @@ class PyAVReader(VideoReader):
 
         self._av = av
         check_video_file(self.path)
-        try:
-            self._container = av.open(str(self.path))
-        except (av.error.FFmpegError, UnicodeDecodeError) as error:
-            reason = ffmpeg_reason(error)
-            raise VideoDecodeError(self.path, f"not a readable video ({reason})") from error
-        if not self._container.streams.video:
-            self._container.close()
-            raise VideoDecodeError(self.path, "has no video stream")
-        self._stream = self._container.streams.video[0]
+        self._container, self._stream = open_video_stream(self.path)
         self._stream.thread_type = "AUTO"
         self._stream.thread_count = threads
         # One converter for all frames: a frame's own to_ndarray sets up a new one every time,

@@ -90,6 +90,7 @@ from sifa.data.decoding import (
     check_video_file,
     count_frames,
     ffmpeg_reason,
+    open_video_stream,
 )
 from sifa.data.encoding import H264Writer
 from sifa.files import remove_stale_temporaries, replace_atomically, temporary_path
@@ -193,15 +194,7 @@ class _Source:
     def __init__(self, path: Path) -> None:
         self.path = path
         check_video_file(path)
-        try:
-            self.container = av.open(str(path))
-        except (av.error.FFmpegError, UnicodeDecodeError) as error:
-            reason = ffmpeg_reason(error)
-            raise VideoDecodeError(path, f"not a readable video ({reason})") from None
-        if not self.container.streams.video:
-            self.container.close()
-            raise VideoDecodeError(path, "has no video stream")
-        self.stream = self.container.streams.video[0]
+        self.container, self.stream = open_video_stream(path)
         self.stream.codec_context.thread_count = 1
         rate = self.stream.average_rate or self.stream.guessed_rate
         if not rate:

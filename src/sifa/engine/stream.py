@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from sifa.data.decoding import VideoDecodeError, ffmpeg_reason
+from sifa.data.decoding import VideoDecodeError, ffmpeg_reason, open_video_stream
 from sifa.engine.annotate import draw_predictions, even_crop
 
 if TYPE_CHECKING:
@@ -127,7 +127,6 @@ class PredictionStream:
                 f"window is data.clip_len x data.frame_interval = "
                 f"{data.clip_len * data.frame_interval} frames"
             )
-        import av
 
         self.predictor = predictor
         self.source = str(source)
@@ -137,15 +136,9 @@ class PredictionStream:
         self.skip_late = live if skip_late is None else skip_late
         self._bounded = not live  # a file waits for the model; a live source never does
         self.out_video = Path(out_video) if out_video is not None else None
-        try:
-            self._container = av.open(self.source, format=input_format, options=input_options)
-        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-            reason = ffmpeg_reason(error)
-            raise VideoDecodeError(self.source, f"cannot be opened ({reason})") from None
-        if not self._container.streams.video:
-            self._container.close()
-            raise VideoDecodeError(self.source, "has no video stream")
-        self._stream = self._container.streams.video[0]
+        self._container, self._stream = open_video_stream(
+            self.source, unreadable="cannot be opened", format=input_format, options=input_options
+        )
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         if not rate:
             self._container.close()
