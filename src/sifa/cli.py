@@ -1354,8 +1354,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sifa {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # Ctrl-C outside the places that handle it themselves (training saves, preparing and
-        # extraction resume, streaming prints its summary): loading, evaluating, exporting.
+        # Ctrl-C outside the places that handle it themselves (training saves, prepare says how
+        # to resume, streaming prints its summary): loading, evaluating, exporting.
         print(f"sifa {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
