@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 
 import pytest
 import torch
@@ -257,6 +258,46 @@ def test_a_full_disk_stops_training_with_one_line_and_keeps_the_last_checkpoint(
     )
     assert "Traceback" not in err
     assert load_training_state(last)["update"] == 3  # the end of epoch 1
+
+
+def test_a_disk_that_fills_inside_the_state_file_gives_one_line_and_leaves_nothing(
+    tiny_data, tmp_path
+):
+    """A real ``sifa train`` whose files may not grow past a limit (``ulimit -f``) between
+    the weights' size and the training state's: ``torch.save`` fails part-way through the
+    first state file. The cause (EFBIG) is named in one line, the message does not claim a
+    previous checkpoint, and no part-written or orphaned file stays."""
+    import resource
+    import subprocess
+    import sys
+
+    from sifa import create_model
+
+    from training_fixtures import write_config
+
+    config = tiny_config(tiny_data, tmp_path / "run", eval_every=0)
+    path = write_config(config, tmp_path / "a.yaml")
+    model = create_model(config.model.name, num_classes=4, **config.model.switches)
+    weight_bytes = 4 * sum(p.numel() for p in model.parameters())
+    limit = int(1.5 * weight_bytes)  # the weights fit; the state (AdamW: 2x more) does not
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    process = subprocess.run(
+        [sys.executable, "-m", "sifa", "train", str(path)], capture_output=True, text=True,
+        preexec_fn=limit_file_size, timeout=300,
+        env={**os.environ, "SIFA_BACKEND": "reference", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    checkpoints = tmp_path / "run" / "checkpoints"
+    state = checkpoints / "last.state-00000003.pt"
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.splitlines()[-1] == (
+        f"sifa train: error: cannot write {state}: File too large (EFBIG); no last checkpoint "
+        "was saved"
+    )
+    assert "Traceback" not in process.stderr
+    assert list(checkpoints.iterdir()) == []
 
 
 def test_mixup_and_cutmix_train_on_soft_targets_and_resume_bit_exactly(tiny_data, tmp_path,

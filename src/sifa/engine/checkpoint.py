@@ -106,10 +106,12 @@ def save_checkpoint(
         "update": str(update),
     }
     path = folder / f"{name}.safetensors"
+    had_previous = path.is_file()
+    state_path = folder / f"{name}.state-{update:08d}.pt"
     writing = path
     try:
         if training_state is not None:
-            writing = folder / f"{name}.state-{update:08d}.pt"
+            writing = state_path
             metadata["state_file"] = writing.name
             state = dict(training_state, update=update)
             _write(writing, lambda handle: torch.save(state, handle), name, "state")
@@ -119,12 +121,15 @@ def save_checkpoint(
                "weights")  # fmt: skip
     except OSError as error:
         remove_leftovers(folder, name)
+        if not path.is_file():  # no weights file names the new state file: it is an orphan
+            state_path.unlink(missing_ok=True)
         cause = error.strerror or str(error)
         if error.errno in errno.errorcode:
             cause += f" ({errno.errorcode[error.errno]})"
-        raise CheckpointError(
-            f"cannot write {writing}: {cause}; the previous {name} checkpoint is kept"
-        ) from error
+        kept = f"the previous {name} checkpoint is kept" if had_previous else (
+            f"no {name} checkpoint was saved"
+        )
+        raise CheckpointError(f"cannot write {writing}: {cause}; {kept}") from error
     _reached(name, "committed")
     remove_leftovers(folder, name)  # the previous state file, and what killed saves left
     return path
@@ -133,15 +138,32 @@ def save_checkpoint(
 def _write(path: Path, write, name: str, part: str) -> None:
     """``write(handle)`` into ``path``, atomically and durably. Writing through a Python file
     object makes a full disk an ``OSError`` that says so (``torch.save`` to a path reports it
-    as an opaque C++ stream error)."""
+    as an opaque C++ stream error, and to a file object as a zip writer error raised while
+    handling the ``OSError``, which is raised instead)."""
 
     def write_file(temporary: Path) -> None:
         with open(temporary, "wb") as handle:
-            write(handle)
+            try:
+                write(handle)
+            except RuntimeError as error:
+                # torch.save reports a failed write as a RuntimeError of its zip writer
+                # ("unexpected pos ...") raised while the OSError is handled: raise the cause.
+                cause = _os_error_behind(error)
+                if cause is None:
+                    raise
+                raise cause from None
 
     replace_atomically(
         path, write_file, durable=True, before_replace=lambda: _reached(name, f"{part}-written")
     )
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The first ``OSError`` in the chain of exceptions that led to ``error``, if any."""
+    seen = error.__cause__ or error.__context__
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def remove_leftovers(folder: str | Path, name: str) -> list[Path]:
