@@ -216,3 +216,45 @@ def test_the_reference_rule_holds_where_grid_sample_moves_bad_positions_away(mon
     got = run("reference", *inputs, switches)
     for name in want:
         assert_same_non_finite(name, got[name], want[name], 1e-12, 1e-12)
+
+
+def infinite_inputs(which, dtype, seed=1):
+    """Random inputs with +Inf and -Inf in the query or the key: inside the image, at a border
+    and in a corner, in different channels; finite offsets."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, _, height, width = SHAPE
+    q, k, grad_out = (torch.randn(SHAPE, generator=gen, dtype=dtype) for _ in "qkg")
+    o = 1.5 * torch.randn(batch, 2 * TAPS, height, width, generator=gen, dtype=dtype)
+    poisoned = q if which == "query" else k
+    poisoned[0, 1, 2, 3] = INF
+    poisoned[0, 3, 0, 5] = -INF
+    poisoned[1, 0, 4, 0] = INF
+    poisoned[1, 2, 2, 2] = -INF
+    return q, k, o, grad_out
+
+
+def infinity_cases() -> list:
+    cases = []
+    for case in backend_cases():
+        backend, switches, dtype = case.values
+        for which in ("query", "key"):
+            case_id = case.id.replace(f"{backend}-", f"{backend}-{which}-", 1)
+            cases.append(pytest.param(backend, which, switches, dtype, marks=case.marks,
+                                      id=case_id))  # fmt: skip
+    return cases
+
+
+@pytest.mark.parametrize(("backend", "which", "switches", "dtype"), infinity_cases())
+def test_backend_propagates_infinite_query_and_key_like_the_reference(backend, which, switches,
+                                                                      dtype):  # fmt: skip
+    """+-Inf in the query or key: the same NaN / +Inf / -Inf positions as the reference in the
+    output and the three gradients (the fused CPU kernel once summed each corner's product with
+    dL/dv before forming the offset gradient, Inf - Inf where the reference has +-Inf; Triton's
+    running softmax maximum once turned a first score of -Inf into NaN)."""
+    inputs = infinite_inputs(which, dtype)
+    want = run("reference", *inputs, switches)
+    got = run(backend, *inputs, switches)
+    assert any(not torch.isfinite(want[name]).all() for name in want)  # the case reaches Inf
+    atol, rtol = TOLERANCE[dtype]
+    for name in want:
+        assert_same_non_finite(name, got[name], want[name], atol, rtol)

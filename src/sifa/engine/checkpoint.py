@@ -126,9 +126,10 @@ def save_checkpoint(
         cause = error.strerror or str(error)
         if error.errno in errno.errorcode:
             cause += f" ({errno.errorcode[error.errno]})"
-        kept = f"the previous {name} checkpoint is kept" if had_previous else (
-            f"no {name} checkpoint was saved"
-        )
+        if had_previous:
+            kept = f"the previous {name} checkpoint is kept"
+        else:
+            kept = f"no {name} checkpoint was saved"
         raise CheckpointError(f"cannot write {writing}: {cause}; {kept}") from error
     _reached(name, "committed")
     remove_leftovers(folder, name)  # the previous state file, and what killed saves left

@@ -119,8 +119,10 @@ def _softmax_statistics(q, k_base, s_kc, s_kh, s_kw, off_base, s_oc, s_oh, s_ow,
                            p, ph, pw, pmask, H, W, dilation, tap, KS, PLANES, ACC)  # fmt: skip
         score = tl.sum(q * value, axis=1) * scale
         new_top = tl.maximum(top, score)
-        rescale = tl.exp(top - new_top)
-        weight = tl.exp(score - new_top)
+        # A score of -Inf weighs 0, as in torch.softmax; while the running maximum is -Inf
+        # too, exp(-Inf - -Inf) would be NaN.
+        rescale = tl.where(top == new_top, 1.0, tl.exp(top - new_top))
+        weight = tl.where(score == float("-inf"), 0.0, tl.exp(score - new_top))
         acc = acc * rescale[:, None] + weight[:, None] * value
         total = total * rescale + weight
         top = new_top

@@ -13,8 +13,9 @@
 // coordinate is NaN or +-Inf, or so large that doubling it overflows (the reference's
 // normalised grid overflows there), gets NaN bilinear weights in the reference, so its sample
 // is NaN in every channel, and it reads and writes no key pixel; the rest follows by IEEE
-// arithmetic. The backward writes the offset gradient of a tap with no corner in the image as
-// the reference does, sum_c 0 * dL/dv_c: 0, or NaN where dL/dv is not finite.
+// arithmetic. The backward forms the offset gradient as the reference does, so that a tap with
+// no corner in the image gets sum_c 0 * dL/dv_c (0, or NaN where dL/dv is not finite) and an
+// infinite query or key gives the reference's +-Inf.
 //
 // The backward is parallel over the batch: each item's key gradient is accumulated by one
 // thread in a fixed order, so results are deterministic and no atomics are needed.
@@ -29,14 +30,14 @@
 
 namespace {
 
-// The four bilinear corners of one tap: flat (y, x) index into H*W (-1 outside the image),
-// their weights, and the weights' derivatives in y and x.
+// The four bilinear corners of one tap, in the order (y0, x0), (y0, x0+1), (y0+1, x0),
+// (y0+1, x0+1): flat (y, x) index into H*W (-1 outside the image), their weights, and the
+// tap's fractional position (fy, fx) between them.
 template <typename T>
 struct Corners {
   int64_t index[4];
   T weight[4];
-  T d_y[4];
-  T d_x[4];
+  T fy, fx;
 };
 
 // Coordinates at least this far from 0 are far outside any image; below it, they convert to
@@ -53,15 +54,13 @@ inline void corners_at(T y, T x, int64_t H, int64_t W, Corners<T>& out) {
   const int64_t xs[4] = {x0, x0 + 1, x0, x0 + 1};
   const T wy[4] = {1 - fy, 1 - fy, fy, fy};
   const T wx[4] = {1 - fx, fx, 1 - fx, fx};
-  const T sy[4] = {-1, -1, 1, 1};
-  const T sx[4] = {-1, 1, -1, 1};
   for (int c = 0; c < 4; ++c) {
     const bool inside = ys[c] >= 0 && ys[c] < H && xs[c] >= 0 && xs[c] < W;
     out.index[c] = inside ? ys[c] * W + xs[c] : -1;
     out.weight[c] = wy[c] * wx[c];
-    out.d_y[c] = sy[c] * wx[c];
-    out.d_x[c] = sx[c] * wy[c];
   }
+  out.fy = fy;
+  out.fx = fx;
 }
 
 struct Shape {
@@ -94,6 +93,7 @@ inline void attend(const Shape& s, const T* key_cl, const T* offset, const T* qv
       // (2x + 1) / W - 1 grid is not finite and its bilinear weights NaN): no corner; the
       // sample is 0, or NaN in every channel.
       for (int k = 0; k < 4; ++k) cn.index[k] = -1;
+      cn.fy = cn.fx = 0;
       if (std::isfinite(y + y) && std::isfinite(x + x)) {
         for (int64_t c = 0; c < C; ++c) v[c] = 0;
       } else {
@@ -172,6 +172,7 @@ void backward_impl(const Shape& s, const T* grad_out, const T* query, const T* k
   const T scale = static_cast<T>(s.scale);
   at::parallel_for(0, s.B, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> vals(taps * C), qv(C), gv(C), go(C), gq(C), attn(taps * G), gl(taps * G);
+    std::vector<T> zeros(C, T(0)), scratch(C);
     std::vector<Corners<T>> corners(taps);
     for (int64_t b = begin; b < end; ++b) {
       const T* key_b = key_cl + b * HW * C;
@@ -218,30 +219,32 @@ void backward_impl(const Shape& s, const T* grad_out, const T* query, const T* k
                 gv[c] = a * go[c] + z * qv[c];
               }
             }
-            // Into the key (bilinear weights) and the offsets (the weights' derivatives).
+            // Into the key (bilinear weights) and the offsets. The offset gradient is
+            // sum_c dL/dv_c * dv_c/dy with dv_c/dy formed from corner differences first, as
+            // the reference's grid_sample does: an infinite key or dL/dv then gives the
+            // reference's +-Inf, where summing each corner's dot product first gave Inf - Inf.
+            // A corner outside the image reads zeros and writes into a scratch row.
             const Corners<T>& cn = corners[n];
-            T d_y = 0, d_x = 0;
-            bool inside = false;
+            const T* src[4];
+            T* dst[4];
             for (int k = 0; k < 4; ++k) {
-              if (cn.index[k] < 0) continue;
-              inside = true;
-              const T* src = key_b + cn.index[k] * C;
-              T* dst = grad_key_b + cn.index[k] * C;
-              const T wt = cn.weight[k];
-              T dot = 0;
-#pragma omp simd reduction(+ : dot)
-              for (int64_t c = 0; c < C; ++c) {
-                dst[c] += wt * gv[c];
-                dot += gv[c] * src[c];
-              }
-              d_y += cn.d_y[k] * dot;
-              d_x += cn.d_x[k] * dot;
+              const bool inside = cn.index[k] >= 0;
+              src[k] = inside ? key_b + cn.index[k] * C : zeros.data();
+              dst[k] = inside ? grad_key_b + cn.index[k] * C : scratch.data();
             }
-            if (!inside) {
-              // As the reference: sum_c 0 * dL/dv_c, NaN for a non-finite tap (its dL/dv is).
-              T zero = 0;
-              for (int64_t c = 0; c < C; ++c) zero += T(0) * gv[c];
-              d_y = d_x = zero;
+            const T fy = cn.fy, fx = cn.fx, gy = 1 - fy, gx = 1 - fx;
+            const T w0 = cn.weight[0], w1 = cn.weight[1], w2 = cn.weight[2], w3 = cn.weight[3];
+            T d_y = 0, d_x = 0;
+#pragma omp simd reduction(+ : d_y, d_x)
+            for (int64_t c = 0; c < C; ++c) {
+              const T g = gv[c];
+              const T nw = src[0][c], ne = src[1][c], sw = src[2][c], se = src[3][c];
+              d_y += ((sw - nw) * gx + (se - ne) * fx) * g;
+              d_x += ((ne - nw) * gy + (se - sw) * fy) * g;
+              dst[0][c] += w0 * g;
+              dst[1][c] += w1 * g;
+              dst[2][c] += w2 * g;
+              dst[3][c] += w3 * g;
             }
             off_grad[(2 * n) * HW] = d_y;
             off_grad[(2 * n + 1) * HW] = d_x;
