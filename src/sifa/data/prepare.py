@@ -90,6 +90,7 @@ from sifa.data.decoding import (
     check_video_file,
     count_frames,
     ffmpeg_reason,
+    frame_timing,
     open_video_stream,
 )
 from sifa.data.encoding import H264Writer
@@ -105,7 +106,7 @@ X264_PRESETS = (
     "veryslow",
 )  # fmt: skip
 # Decoding that stops early without an error: truncated when under this part of the frames the
-# container states (stated durations are often a frame or two off).
+# file holds by its index or packets.
 _TRUNCATED_BELOW = 0.95
 # A timestamp gap longer than this is broken timestamps, not a variable frame rate.
 _MAX_REPEATS_SECONDS = 60
@@ -213,16 +214,15 @@ class _Source:
         context = self.stream.codec_context
         return context.width, context.height
 
-    def stated_frames(self) -> int | None:
-        """The frame count the container states (exact in mp4, from durations elsewhere)."""
-        stream = self.stream
-        if stream.frames:
-            return stream.frames
-        if stream.duration is not None:
-            return round(float(stream.duration * stream.time_base * self.rate))
-        if self.container.duration is not None:
-            return round(self.container.duration / av.time_base * float(self.rate))
-        return None
+    def held_frames(self) -> int:
+        """How many frames the file holds: by its index, or by its packets where the index
+        does not list them evenly (see :func:`sifa.data.decoding.frame_timing`; an AVI that
+        skips frames states more than it holds)."""
+        container, stream = open_video_stream(self.path)
+        try:
+            return frame_timing(container, stream, self.path).num_frames
+        finally:
+            container.close()
 
     def frames(self, rate: Fraction, convert: Callable) -> Iterator:
         """``convert(frame)`` of every frame of a constant ``rate`` grid: output frame ``n``
@@ -264,11 +264,11 @@ class _Source:
             raise VideoDecodeError(self.path, f"{failure}: truncated or corrupt file?")
         if held is None:
             raise EmptyVideoError(self.path, "the video stream holds no frames")
-        stated = self.stated_frames()
-        if stated and decoded < _TRUNCATED_BELOW * stated and stated - decoded > 2:
+        holds = self.held_frames()
+        if decoded < _TRUNCATED_BELOW * holds and holds - decoded > 2:
             raise VideoDecodeError(
                 self.path,
-                f"decoding stopped after {decoded} of the {stated} frames the file states: "
+                f"decoding stopped after {decoded} of the {holds} frames the file holds: "
                 "truncated file?",
             )
         # The last frame fills its slots up to half an output frame after it.

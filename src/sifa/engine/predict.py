@@ -77,8 +77,8 @@ class Predictor:
                 total += probabilities
                 windows.append(
                     {
-                        "start_s": round(first / info.fps, 3),
-                        "end_s": round((first + count) / info.fps, 3),
+                        "start_s": round(reader.frame_time(first), 3),
+                        "end_s": round(reader.frame_time(first + count), 3),
                         "top": self._top(probabilities, topk),
                     }
                 )
