@@ -301,6 +301,75 @@ def test_a_crashing_worker_costs_only_its_video(class_folders, tmp_path, monkeyp
     assert result.prepared == 1 and (tmp_path / "out/jump/a.mp4").is_file()
 
 
+def die_while_writing_b(source, path, settings):
+    if source.path.name == "b.mp4":
+        path.write_bytes(bytes(48))  # the start of the copy, under its temporary name
+        os._exit(1)
+    return ORIGINAL_WRITE_MP4(source, path, settings)
+
+
+ORIGINAL_WRITE_MP4 = prepare._write_mp4
+
+
+def test_a_worker_that_dies_mid_write_leaves_no_temporary_file(class_folders, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    monkeypatch.setattr(prepare, "_write_mp4", die_while_writing_b)  # forked workers inherit it
+    out = tmp_path / "out"
+    result = prepare_dataset(DatasetSpec("folder", str(class_folders)), out, SMALL, workers=2,
+                             progress=False)  # fmt: skip
+    assert dict(result.unreadable)[str(class_folders / "run/b.mp4")].startswith(
+        "the process preparing it died"
+    )
+    assert result.removed_temporaries == 2  # the first try's, and the retry's alone
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert json.loads(result.report.read_text())["removed_temporaries"] == 2
+
+
+WORKERS_THAT_BLOCK = """
+import os, sys, threading
+from sifa.data import prepare
+from sifa.data.annotations import DatasetSpec
+
+def block(source, output, settings):
+    print(os.getpid(), flush=True)  # this worker is running
+    threading.Event().wait()
+
+prepare.prepare_video = block
+prepare.prepare_dataset(DatasetSpec("folder", sys.argv[1]), sys.argv[2], workers=2,
+                        progress=False)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="waits on pidfds (Linux)")
+def test_workers_end_with_a_preparing_process_that_is_killed(class_folders, tmp_path):
+    """``kill -9`` of the preparing process: its pool workers, busy with a video, end too
+    (they once stayed alive, orphaned)."""
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKERS_THAT_BLOCK, str(class_folders), str(tmp_path / "out")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        workers = [int(process.stdout.readline()) for _ in range(2)]
+        handles = [os.pidfd_open(pid) for pid in workers]
+    finally:
+        process.kill()
+        process.wait()
+    outlived = []
+    for handle in handles:
+        ended, _, _ = select.select([handle], [], [], 30)  # readable once the process ended
+        if not ended:
+            outlived.append(handle)
+            signal.pidfd_send_signal(handle, signal.SIGKILL)  # leave no orphan behind
+        os.close(handle)
+    assert not outlived, "a worker outlived the killed preparing process"
+    assert process.returncode == -signal.SIGKILL
+
+
 def test_cli_prepares_a_config_and_prints_the_data_section(class_folders, tmp_path, capsys):
     val = tmp_path / "val"
     (val / "run").mkdir(parents=True)

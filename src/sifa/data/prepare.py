@@ -66,6 +66,10 @@ import csv
 import json
 import os
 import shutil
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -375,6 +379,27 @@ def _prepare_job(job: _Job, settings: PrepareSettings) -> tuple[int | None, str 
         return None, error.problem
 
 
+def _end_with_parent(parent: int) -> None:
+    """Pool worker start-up: end with the preparing process, also when it is killed
+    (``kill -9``) and cannot stop its workers itself. Linux delivers SIGKILL to the worker
+    when its parent dies; elsewhere a thread watches for the parent to be gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
 def _run_jobs(jobs: list[_Job], settings: PrepareSettings, workers: int) -> Iterator:
     """``(job, (count, reason))`` as the jobs finish, ``workers`` processes at a time (0: in
     this process). Jobs that were running when a worker died are tried again alone at the
@@ -385,7 +410,9 @@ def _run_jobs(jobs: list[_Job], settings: PrepareSettings, workers: int) -> Iter
         return
     pending, suspects = deque(jobs), []
     while pending:
-        with ProcessPoolExecutor(min(workers, len(pending))) as pool:
+        with ProcessPoolExecutor(
+            min(workers, len(pending)), initializer=_end_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             running: dict = {}
             while pending or running:
                 while pending and len(running) < workers:
@@ -406,7 +433,7 @@ def _run_jobs(jobs: list[_Job], settings: PrepareSettings, workers: int) -> Iter
                     suspects.extend(running.values())
                     break
     for job in suspects:
-        with ProcessPoolExecutor(1) as pool:
+        with ProcessPoolExecutor(1, initializer=_end_with_parent, initargs=(os.getpid(),)) as pool:
             try:
                 result = pool.submit(_prepare_job, job, settings).result()
             except BrokenProcessPool:
@@ -576,9 +603,12 @@ def prepare_dataset(
             failures[record.path] = f"its prepared copy {output} would replace that of {owner}"
         else:
             jobs[record.path] = output
-    removed = sum(
-        len(remove_stale_temporaries(folder)) for folder in {o.parent for o in jobs.values()}
-    )
+    folders = {o.parent for o in jobs.values()}
+
+    def remove_temporaries_of_dead_writers() -> int:
+        return sum(len(remove_stale_temporaries(folder)) for folder in folders)
+
+    removed = remove_temporaries_of_dead_writers()  # left by a killed run
     finished = {s: o for s, o in jobs.items() if (o.is_dir() if settings.frames else o.is_file())}
     counts = (
         {s: count_frames(o, FRAME_TEMPLATE) for s, o in finished.items()} if settings.frames else {}
@@ -597,6 +627,7 @@ def prepare_dataset(
                 failures[source] = reason
             bar.update()
             bar.set_postfix(unreadable=len(failures), refresh=False)
+    removed += remove_temporaries_of_dead_writers()  # left by workers that died mid-video
 
     kept = [(r, o) for r, o in zip(records, outputs, strict=True) if r.path not in failures]
     prepared_spec = _write_annotations(spec, out, records, kept, class_names, counts, settings)
