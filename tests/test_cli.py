@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -195,3 +196,44 @@ def test_ctrl_c_is_one_line_and_exit_status_130(monkeypatch, capsys):
     assert main(["flops", "sifa_resnet50"]) == 130
     err = capsys.readouterr().err
     assert err == "sifa flops: interrupted\n"
+
+
+def test_sigterm_is_one_line_and_exit_status_143(monkeypatch, capsys):
+    """A real SIGTERM to this process while a command runs: the command's handler turns it
+    into the same clean stop as Ctrl-C, and the default action is back afterwards."""
+    import signal
+
+    import sifa.tools.flops
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def terminated(*args, **kwargs):
+        # Never send SIGTERM to the test process without the command's handler in place.
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(sifa.tools.flops, "model_complexity", terminated)
+    assert main(["flops", "sifa_resnet50"]) == 143
+    assert capsys.readouterr().err == "sifa flops: terminated (SIGTERM)\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["flops"], ["input frames per clip (default: 16)",
+                     "input height and width (default: 224)"]),
+        (["visualize"], ["the most salient positions (default: 4)",
+                         "drawn in the PNG (default: 0)"]),
+        (["make-synthetic"], ["training videos (default: 100)", "class pairs, 1 to 4 (default: 4)",
+                              "the same seed, the same videos (default: 0)"]),
+        (["benchmark", "models"], ["frames per clip (default: 16)"]),
+    ],
+)  # fmt: skip
+def test_help_gives_every_default(command, shown, capsys):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for phrase in shown:
+        assert phrase in text
+    assert "(default: None)" not in text and "(default: False)" not in text

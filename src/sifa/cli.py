@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -129,9 +131,10 @@ def _prepare(args: argparse.Namespace) -> int:
                 spec, out / name if name else out, settings, workers=args.workers,
                 progress=not args.no_progress, description=name or "preparing",
             )  # fmt: skip
-        except KeyboardInterrupt:
-            print("interrupted: the same command resumes where this run stopped", file=sys.stderr)
-            return 130
+        except KeyboardInterrupt as stop:
+            word, status = stop_outcome(stop)
+            print(f"{word}: the same command resumes where this run stopped", file=sys.stderr)
+            return status
         prepared[name] = result.spec
         unreadable += len(result.unreadable)
         print(f"{name}: {result.summary()}" if name else result.summary())
@@ -151,8 +154,6 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import signal
-
     from sifa.engine import load_config, train
 
     if args.json and not args.dry_run:
@@ -266,8 +267,8 @@ def _check_predict_options(args: argparse.Namespace) -> None:
 
 def _predict_stream(predictor, args: argparse.Namespace) -> int:
     """One JSON line per prediction on stdout as it is made; the summary on stderr at the end,
-    also after Ctrl-C (which ends the stream normally: exit status 0). A source that fails
-    after giving frames ends the stream with exit status 1."""
+    also after Ctrl-C or SIGTERM (which end the stream normally: exit status 0). A source that
+    fails after giving frames ends the stream with exit status 1."""
     stream = predictor.stream(
         args.videos[0],
         stride_seconds=args.stride_seconds or 1.0,
@@ -279,15 +280,15 @@ def _predict_stream(predictor, args: argparse.Namespace) -> int:
         skip_late=False if args.no_skip else None,
         out_video=args.out_video,
     )
-    interrupted = False
+    stopped = None
     try:
         for prediction in stream:
             print(json.dumps(prediction), flush=True)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as stop:
+        stopped = stop
     finally:
         stream.close()
-        print(_format_stream_summary(stream.summary(), interrupted), file=sys.stderr)
+        print(_format_stream_summary(stream.summary(), stopped), file=sys.stderr)
     if args.out_video and stream.frames:
         print(f"annotated video in {args.out_video}", file=sys.stderr)
     if stream.failure:
@@ -306,8 +307,8 @@ def _input_options(pairs: list[str] | None) -> dict[str, str] | None:
     return options or None
 
 
-def _format_stream_summary(summary: dict, interrupted: bool) -> str:
-    ended = "interrupted" if interrupted else "ended"
+def _format_stream_summary(summary: dict, stopped: KeyboardInterrupt | None) -> str:
+    ended = "ended" if stopped is None else stop_outcome(stopped)[0]
     line = (
         f"stream {ended}: {summary['frames']} frames at {summary['fps']:g} fps, "
         f"{summary['predictions']} prediction{'' if summary['predictions'] == 1 else 's'}, "
@@ -324,14 +325,13 @@ def _format_stream_summary(summary: dict, interrupted: bool) -> str:
 def _format_prediction(result: dict) -> str:
     if "error" in result:
         return f"{result['video']}: error: {result['error']}"
-    top = ", ".join(f"{t['label']} {t['score']:.3f}" for t in result["top"])
-    lines = [f"{result['video']}: {top}"]
+
+    def listed(top: list[dict]) -> str:
+        return ", ".join(f"{t['label']} {t['score']:.3f}" for t in top)
+
+    lines = [f"{result['video']}: {listed(result['top'])}"]
     for window in result.get("windows", []):
-        best = window["top"][0]
-        lines.append(
-            f"  {window['start_s']:8.2f}-{window['end_s']:.2f} s: {best['label']} "
-            f"{best['score']:.3f}"
-        )
+        lines.append(f"  {window['start_s']:8.2f}-{window['end_s']:.2f} s: {listed(window['top'])}")
     return "\n".join(lines)
 
 
@@ -720,8 +720,34 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help gives it already or there
+    is none to give (no value, a flag, a positional argument)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings  # a positional argument
+            or action.nargs == 0  # a flag
+            or action.default is None
+            or action.default is argparse.SUPPRESS
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """The ``sifa`` parser and its subcommands' (``add_subparsers`` makes them of this
+    class): help with defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sifa", description="Stand-Alone Inter-Frame Attention for video recognition."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -1128,10 +1154,12 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--out", required=True, help="output folder")
     synthetic.add_argument("--videos-per-class", type=int, default=100, help="training videos")
     synthetic.add_argument("--val-videos-per-class", type=int, default=25, help="validation videos")
-    synthetic.add_argument("--size", type=int, default=64, help="frame height and width (even)")
-    synthetic.add_argument("--frames", type=int, default=16, help="frames per clip (multiple of 8)")
+    synthetic.add_argument("--size", type=int, default=64, help="frame height and width, even")
+    synthetic.add_argument(
+        "--frames", type=int, default=16, help="frames per clip, a multiple of 8"
+    )
     synthetic.add_argument("--fps", type=int, default=8, help="frame rate written in the files")
-    synthetic.add_argument("--pairs", type=int, default=4, help="class pairs (1-4)")
+    synthetic.add_argument("--pairs", type=int, default=4, help="class pairs, 1 to 4")
     synthetic.add_argument("--seed", type=int, default=0, help="the same seed, the same videos")
     synthetic.add_argument("--quiet", action="store_true", help="no progress bar")
     synthetic.set_defaults(run=_make_synthetic)
@@ -1348,16 +1376,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         # Log lines go through tqdm, so that they do not land on a progress bar's line.
-        with logging_redirect_tqdm():
+        with logging_redirect_tqdm(), sigterm_as_interrupt():
             return args.run(args) or 0
     except (ValueError, TypeError, VideoError, OSError) as error:
         print(f"sifa {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        # Ctrl-C outside the places that handle it themselves (training saves, prepare says how
-        # to resume, streaming prints its summary): loading, evaluating, exporting.
-        print(f"sifa {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        # Ctrl-C or SIGTERM outside the places that handle them themselves (training saves,
+        # prepare says how to resume, streaming prints its summary): loading, evaluating,
+        # exporting.
+        word, status = stop_outcome(stop)
+        print(f"sifa {args.command}: {word}", file=sys.stderr)
+        return status
     finally:
         # Under torchrun: leave the process group before exiting (a gloo group still open at
         # shutdown can abort the process after its work is done).
@@ -1365,6 +1395,39 @@ def main(argv: list[str] | None = None) -> int:
             from sifa.engine import distributed
 
             distributed.cleanup()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises ``KeyboardInterrupt``, so that every command stops
+    as cleanly on SIGTERM (a scheduler, ``kill``, a container stopping) as on Ctrl-C."""
+
+
+def _raise_terminated(number, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While a command runs, SIGTERM raises :class:`Terminated` in the main thread. Where
+    SIGTERM or SIGINT was ignored when ``sifa`` started (``nohup``, a background job of a
+    script), it stays ignored: Python then raises no ``KeyboardInterrupt`` on Ctrl-C either."""
+    installed = False
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to install
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_terminated)
+            installed = True
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_outcome(stop: KeyboardInterrupt) -> tuple[str, int]:
+    """What to print and the exit status for a command stopped by Ctrl-C or SIGTERM."""
+    if isinstance(stop, Terminated):
+        return "terminated (SIGTERM)", 128 + signal.SIGTERM
+    return "interrupted", 128 + signal.SIGINT
 
 
 def one_line(error: BaseException) -> str:

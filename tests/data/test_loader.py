@@ -23,10 +23,13 @@ def test_resumable_sampler_shards_between_processes():
     assert [list(s) for s in ranks] == [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]
 
 
-def test_workers_leave_ctrl_c_to_the_main_process():
-    previous = signal.getsignal(signal.SIGINT)
+def test_workers_leave_ctrl_c_to_the_main_process_and_die_on_sigterm():
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
+        signal.signal(signal.SIGTERM, lambda *_: None)  # as the sifa command installs one
         seed_worker(0)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -28,14 +28,20 @@ def sifa_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "sifa", *map(str, args)]
 
 
-def start_training(config_path, *overrides, stderr=subprocess.DEVNULL):
+def start_training(config_path, *overrides, stderr=subprocess.DEVNULL, preexec_fn=None):
     return subprocess.Popen(
         sifa_command("train", config_path, *overrides),
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
         env=ENV,
+        preexec_fn=preexec_fn,
     )
+
+
+def ignore_sigint() -> None:
+    """Start a child as ``nohup`` or a script's background job does: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def wait_for_update(process, epoch: int) -> dict:
@@ -84,6 +90,21 @@ def test_sigterm_saves_the_position_and_exits_with_the_signal(tiny_data, tmp_pat
     # Stopped inside epoch 2, after the update that was running when the signal came.
     assert state["epoch"] == 1 and 1 <= state["next_batch"] <= 2
     assert state["update"] == 3 + state["next_batch"]
+
+
+def test_a_run_started_with_sigint_ignored_ignores_it_and_stops_on_sigterm(tiny_data, tmp_path):
+    """SIGINT then SIGTERM, pending together (SIGINT is delivered first): a run that was
+    started with SIGINT ignored stops on the SIGTERM."""
+    config = tiny_config(tiny_data, tmp_path / "run", optim__epochs=3, eval_every=0)
+    path = write_config(config, tmp_path / "run.yaml")
+    process = start_training(path, stderr=subprocess.PIPE, preexec_fn=ignore_sigint)
+    wait_for_update(process, epoch=2)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM: resume with --resume" in out
+    assert "SIGINT" not in err
 
 
 def test_unknown_config_key_is_named_without_a_traceback(tiny_data, tmp_path):
@@ -300,6 +321,73 @@ def test_predict_names_a_missing_video_once(trained_run, tmp_path, capsys):
     assert main(["predict", str(missing), "--checkpoint", str(trained_run)]) == 1
     out = capsys.readouterr().out
     assert f"{missing}: error: no such file\n" in out and out.count(str(missing)) == 1
+
+
+def test_predict_says_what_a_path_is_when_it_is_not_a_video_file(trained_run, tmp_path,
+                                                                 capsys):  # fmt: skip
+    """A folder, a FIFO (without --stream) and a still image named .mp4: each named for what
+    it is (they were "no such file", twice, and a one-frame video)."""
+    import shutil
+
+    from PIL import Image
+
+    from sifa.cli import main
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    png, jpeg = tmp_path / "still.png", tmp_path / "photo.jpg"
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(png)
+    Image.new("RGB", (32, 32), (40, 200, 40)).save(jpeg)
+    renamed = {kind: tmp_path / f"{kind}.mp4" for kind in ("png", "jpeg")}
+    shutil.copy(png, renamed["png"])
+    shutil.copy(jpeg, renamed["jpeg"])
+    paths = [folder, fifo, png, renamed["png"], renamed["jpeg"]]
+    assert main(["predict", *map(str, paths), "--checkpoint", str(trained_run), "--json",
+                 "--device", "cpu"]) == 1  # fmt: skip
+    errors = {entry["video"]: entry["error"] for entry in json.loads(capsys.readouterr().out)}
+    assert errors == {
+        str(folder): "is a folder, not a video file",
+        str(fifo): "is not a regular file (a pipe, socket or device; sifa predict --stream reads "
+        "those)",
+        str(png): "is a still image (png), not a video",
+        str(renamed["png"]): "is a still image (png), not a video",
+        str(renamed["jpeg"]): "is a still image (mjpeg), not a video",
+    }
+
+
+def test_windows_list_the_top_k_as_text(trained_run, real_video, capsys):
+    from sifa.cli import main
+
+    assert main(["predict", str(real_video), "--checkpoint", str(trained_run), "--topk", "3",
+                 "--window-seconds", "2", "--device", "cpu"]) == 0  # fmt: skip
+    video_line, *window_lines = capsys.readouterr().out.splitlines()
+    assert len(window_lines) == 3  # 132 frames at 25 fps in windows of 50
+    for line in [video_line, *window_lines]:
+        assert line.count(", ") == 2, line  # three "label score" entries
+    assert window_lines[0].startswith("      0.00-2.00 s: ")
+
+
+def test_an_mp4_piped_to_a_stream_is_told_to_come_as_mpeg_ts(trained_run, tmp_path):
+    from video_fixtures import write_mp4
+
+    # Noise, so that the frames before the index (at the end) outgrow FFmpeg's read buffer.
+    noise = np.random.default_rng(0).integers(0, 256, (30, 96, 96, 3), dtype=np.uint8)
+    video = write_mp4(tmp_path / "clip.mp4", noise)
+    result = subprocess.run(  # through a real pipe, which cannot seek (a file as stdin can)
+        sifa_command("predict", "pipe:", "--stream", "--checkpoint", trained_run,
+                     "--device", "cpu"),
+        input=video.read_bytes(), capture_output=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    result.stderr = result.stderr.decode()
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()[-1:]
+    assert line.startswith("sifa predict: error: pipe: reading failed after 0 frames (")
+    assert line.endswith(
+        "; an mp4 or mov whose index (moov) comes after its frames cannot be read as a stream: "
+        "send MPEG-TS instead (ffmpeg -i VIDEO -c copy -f mpegts -), or give the file's path"
+    )
 
 
 def test_predict_whole_video_matches_the_model(trained_run, real_video, capsys):

@@ -11,7 +11,7 @@ import torch
 
 from sifa.cli import main
 from sifa.engine.checkpoint import load_weights
-from sifa.engine.dry_run import dry_run, format_dry_run
+from sifa.engine.dry_run import dry_run, duration, format_dry_run, rate, training_share
 
 from training_fixtures import tiny_config, write_config
 
@@ -48,8 +48,8 @@ def test_rates_and_the_estimate_from_the_reports_own_numbers(tiny_data, tmp_path
     assert (report.updates_per_epoch, report.clips_per_update, report.epochs) == (3, 4, 2)
     assert report.device == "cpu (1 thread)" and report.precision == "fp32"
     assert report.parameters == report.trainable_parameters > 0
-    for rate in ("loader", "model", "training"):
-        assert getattr(report, f"{rate}_clips_per_s") > 0, rate
+    for phase in ("loader", "model", "training"):
+        assert getattr(report, f"{phase}_clips_per_s") > 0, phase
     assert report.setup_s > 0 and report.loader_startup_s > 0
     slower = min(report.loader_clips_per_s, report.model_clips_per_s)
     assert report.limited_by == ("loader" if report.loader_clips_per_s == slower else "model")
@@ -58,10 +58,13 @@ def test_rates_and_the_estimate_from_the_reports_own_numbers(tiny_data, tmp_path
     assert report.main_peak_mib > 100
     assert report.worker_peak_mib is None and report.cuda_peak_allocated_mib is None
 
-    # num_workers 0: the main process loads a batch, then computes: the times add up.
-    per_update = 4 / report.loader_clips_per_s + 4 / report.model_clips_per_s
+    # The estimate is at the rate of the real steps.
+    per_update = 4 / report.training_clips_per_s
     assert report.update_s == pytest.approx(per_update)
     assert report.train_epoch_s == pytest.approx(3 * per_update)
+    # num_workers 0: were the loader and the model independent, their times would add up.
+    independent = 4 / report.loader_clips_per_s + 4 / report.model_clips_per_s
+    assert training_share(report) == pytest.approx(independent / per_update)
     (small, t_small), (large, t_large) = report.validation_timings  # after a warm-up video
     assert (small, large) == (1, 3)
     if t_large > t_small:
@@ -76,7 +79,8 @@ def test_rates_and_the_estimate_from_the_reports_own_numbers(tiny_data, tmp_path
     text = " ".join(format_dry_run(report).split())  # long lines wrap
     assert "12 training videos, 8 validation videos x 1 view" in text
     assert "3 per epoch x 2 epochs, 4 clips each (batch 4 x accumulate 1)" in text
-    assert "(num_workers 0: the main process loads, then computes)" in text
+    assert "num_workers 0: the main process loads, then computes" in text
+    assert f"= 4 clips at {rate(report.training_clips_per_s)}, the rate of real steps" in text
 
 
 def test_json_with_workers_and_accumulation_leaves_an_existing_run_as_it_was(
@@ -103,10 +107,8 @@ def test_json_with_workers_and_accumulation_leaves_an_existing_run_as_it_was(
     assert report["val_videos"] is None and report["validations"] == 0
     assert (report["updates_per_epoch"], report["clips_per_update"]) == (2, 8)  # 3 batches / 2
     assert report["worker_peak_mib"] > 0 and report["workers_private_mib"] > 0
-    # Workers overlap loading with computing: an update takes the slower of the two.
-    slower = min(report["loader_clips_per_s"], report["model_clips_per_s"])
-    assert report["update_s"] == pytest.approx(8 / slower)
-    assert report["train_epoch_s"] == pytest.approx(2 * 8 / slower)
+    assert report["update_s"] == pytest.approx(8 / report["training_clips_per_s"])
+    assert report["train_epoch_s"] == pytest.approx(2 * report["update_s"])
     run_s = report["setup_s"] + report["loader_startup_s"] + 2 * report["train_epoch_s"]
     assert report["run_s"] == pytest.approx(run_s)
     assert len(report["losses"]) == 2 * 3  # warm-up, real step, model alone; 2 micro-batches each
@@ -127,8 +129,11 @@ def test_videos_kept_in_memory_make_the_later_epochs_cheaper(tiny_data, tmp_path
 
     assert report.cached_loader_clips_per_s > 0
     model = 4 / report.model_clips_per_s
-    first = 3 * (4 / report.loader_clips_per_s + model)
-    later = 3 * (4 / report.cached_loader_clips_per_s + model)
+    first = 3 * 4 / report.training_clips_per_s  # real steps, decoding
+    # Later epochs: the independent formula at the in-memory rate, slowed down as much as
+    # the real steps were slowed down from it at the decoding rate.
+    slowdown = (4 / report.training_clips_per_s) / (4 / report.loader_clips_per_s + model)
+    later = 3 * slowdown * (4 / report.cached_loader_clips_per_s + model)
     assert report.train_epoch_s == pytest.approx(first)
     assert report.cached_epoch_s == pytest.approx(later)
     assert len(report.validation_timings) == 2  # the decoding validation, on two parts
@@ -196,3 +201,70 @@ def test_config_errors_are_one_line(tiny_data, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "measures one process, not 2: run it without torchrun" in err
     assert err.count("\n") == 1
+
+
+def test_every_problem_the_config_shows_before_the_model_is_built_comes_in_one_line(
+    tiny_data, tmp_path, capsys
+):
+    """fp16 on a CPU, a batch larger than the data and a missing validation list: one error
+    naming all three, for a dry run and for training alike."""
+    config = tiny_config(tiny_data, tmp_path / "run", precision="fp16", device="cpu",
+                         data__batch_size=24)  # fmt: skip
+    config.data.val.annotations = str(tmp_path / "missing_val.txt")
+    path = write_config(config, tmp_path / "run.yaml")
+    for flags in (["--dry-run"], []):
+        assert main(["train", str(path), *flags]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line == (
+            "sifa train: error: 3 problems with the config: (1) precision fp16 needs a CUDA "
+            "device; use bf16 on the CPU; (2) annotation file not found: "
+            f"{tmp_path / 'missing_val.txt'}; (3) data.batch_size=24 x 1 processes is more than "
+            "the 12 training videos"
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_data_root_is_one_error_not_a_warning_per_video(tiny_data, tmp_path, capsys):
+    config = tiny_config(tiny_data, tmp_path / "run", eval_every=0)
+    config.data.train.root = str(tmp_path / "gone")
+    path = write_config(config, tmp_path / "run.yaml")
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"sifa train: error: data root folder not found: {tmp_path / 'gone'} (the videos of "
+        f"{tiny_data / 'train.txt'} are found under it)\n"
+    )
+
+
+def test_the_phases_show_their_progress(tiny_data, tmp_path, capsys):
+    config = tiny_config(tiny_data, tmp_path / "run", threads=1, data__val_batch_size=1)
+    dry_run(config, updates=1, progress=True)
+    err = capsys.readouterr().err
+    for phase in ("building the run", "the loader alone", "real training steps",
+                  "the model alone", "timing validation"):  # fmt: skip
+        assert f"dry run: {phase}" in err, phase
+
+
+def test_loader_workers_beyond_the_cores_are_noted(tiny_data, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    config = tiny_config(tiny_data, tmp_path / "run", threads=1, eval_every=0,
+                         data__num_workers=2)  # fmt: skip
+    report = dry_run(config, updates=1)
+    expected = (
+        "data.num_workers=2 on 2 CPU cores: the loader's workers and the model compete for "
+        "them; num_workers 1 or fewer"
+    )
+    assert any(note.startswith(expected) for note in report.notes), report.notes
+
+
+@pytest.mark.parametrize(
+    ("clips_per_s", "text"),
+    [(250.0, "250 clips/s"), (12.34, "12.3 clips/s"), (2.345, "2.35 clips/s"),
+     (1.0, "1 clip/s"), (0.1, "1 clip every 10 s"), (0.4, "1 clip every 2.5 s"),
+     (1 / 125, "1 clip every 2 min 05 s")],
+)  # fmt: skip
+def test_small_rates_read_as_seconds_per_clip(clips_per_s, text):
+    assert rate(clips_per_s) == text
+    assert duration(125) == "2 min 05 s"

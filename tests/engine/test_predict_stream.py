@@ -219,7 +219,29 @@ def test_segment_sampling_streams_windows_of_window_seconds(trained_run, tmp_pat
             assert entry["score"] == pytest.approx(float(probabilities[index]), abs=1e-5)
 
 
-def test_ctrl_c_ends_the_stream_with_its_summary_and_video(trained_run, tmp_path):
+def default_sigint() -> None:
+    """Start a child with SIGINT's default action whatever this process has (a child inherits
+    an ignored SIGINT, and Python then raises no KeyboardInterrupt in it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def ignore_sigint() -> None:
+    """Start a child as ``nohup`` or a script's background job does: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("start", "signals", "ended"),
+    [
+        (default_sigint, [signal.SIGINT], "interrupted"),
+        # Pending together, SIGINT is delivered first: ignored, then SIGTERM stops the stream.
+        (ignore_sigint, [signal.SIGINT, signal.SIGTERM], r"terminated \(SIGTERM\)"),
+    ],
+    ids=["ctrl-c", "sigterm-with-sigint-ignored"],
+)
+def test_ctrl_c_or_sigterm_ends_the_stream_with_its_summary_and_video(
+    trained_run, tmp_path, start, signals, ended
+):
     video, out_video = tmp_path / "clip.mp4", tmp_path / "annotated.mp4"
     write_video(video, np.concatenate([render_clip(1, i, size=32, frames=8, num_pairs=2)
                                        for i in range(6)]), FPS)  # fmt: skip
@@ -228,13 +250,14 @@ def test_ctrl_c_ends_the_stream_with_its_summary_and_video(trained_run, tmp_path
          "--checkpoint", str(trained_run), "--stride-seconds", "0.25", "--device", "cpu",
          "--out-video", str(out_video)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=start,
     )  # fmt: skip
     first = json.loads(process.stdout.readline())  # the stream is running
-    process.send_signal(signal.SIGINT)
+    for number in signals:
+        process.send_signal(number)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0 and first["end_s"] == 1.0
-    summary = re.search(r"stream interrupted: (\d+) frames at 8 fps, (\d+) predictions?,", err)
+    summary = re.search(rf"stream {ended}: (\d+) frames at 8 fps, (\d+) predictions?,", err)
     assert summary, err
     frames, predictions = map(int, summary.groups())
     assert 8 <= frames < 48

@@ -49,7 +49,8 @@ class VideoError(Exception):
             path, problem = _error_of_worker_report(str(path))
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        # "pipe: reading failed", not "pipe:: reading failed"
+        super().__init__(f"{self.path}{' ' if self.path.endswith(':') else ': '}{problem}")
 
 
 def _error_of_worker_report(report: str) -> tuple[str, str]:
@@ -154,18 +155,35 @@ def count_frames(folder: str | os.PathLike, template: str, start_index: int = 1)
 
 
 def check_video_file(path: Path) -> None:
-    """Raise :class:`VideoNotFoundError` or :class:`EmptyVideoError` for a path that is not a
-    file, or an empty one."""
-    if not path.is_file():
+    """Raise :class:`VideoNotFoundError` for a path that does not exist,
+    :class:`VideoDecodeError` for one that is not a regular file (a folder, a pipe, a device)
+    and :class:`EmptyVideoError` for an empty file."""
+    if not path.exists():
         raise VideoNotFoundError(path, "no such file")
+    if path.is_dir():
+        raise VideoDecodeError(path, "is a folder, not a video file")
+    if not path.is_file():
+        raise VideoDecodeError(
+            path,
+            "is not a regular file (a pipe, socket or device; sifa predict --stream reads those)",
+        )
     if path.stat().st_size == 0:
         raise EmptyVideoError(path, "the file is empty")
 
 
-def open_video_stream(source, *, unreadable: str = "not a readable video", **options):
+def _is_image_format(container) -> bool:
+    """Whether FFmpeg opened the source as a still image (its image demuxers: ``image2`` and
+    the ``*_pipe`` ones, such as ``png_pipe``), whatever the file's name says."""
+    name = container.format.name
+    return name == "image2" or name.endswith("_pipe")
+
+
+def open_video_stream(source, *, unreadable: str = "not a readable video",
+                      images: bool = False, **options):  # fmt: skip
     """Open ``source`` (a path, URL or ``pipe:``; ``options`` go to ``av.open``) and return
     ``(container, its first video stream)``. Raises :class:`VideoDecodeError` naming
-    ``source``: ``unreadable`` with FFmpeg's reason, or "has no video stream"."""
+    ``source``: ``unreadable`` with FFmpeg's reason, "has no video stream", or, unless
+    ``images`` (a stream of pictures such as ``image2pipe``), that it is a still image."""
     import av
 
     try:
@@ -175,6 +193,10 @@ def open_video_stream(source, *, unreadable: str = "not a readable video", **opt
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(source, "has no video stream")
+    if not images and _is_image_format(container):
+        codec = container.streams.video[0].codec_context.name
+        container.close()
+        raise VideoDecodeError(source, f"is a still image ({codec}), not a video")
     return container, container.streams.video[0]
 
 

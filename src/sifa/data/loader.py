@@ -13,11 +13,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 def seed_worker(worker_id: int) -> None:
     """Worker start-up: seed Python's and numpy's RNGs from torch's per-worker seed (for code
     that uses them; the project's own data code draws from torch only), and leave Ctrl-C to the
-    main process, which saves a checkpoint and then stops the workers itself."""
+    main process, which saves a checkpoint and then stops the workers itself. SIGTERM gets its
+    default action back: the handler a worker inherits from the ``sifa`` command is the main
+    process's."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class ResumableSampler(DistributedSampler):

@@ -17,25 +17,30 @@ Three phases are timed, in this order:
    the loader, which also warms the model up;
 3. the model alone: the same updates on batches already on the device, synchronised on CUDA.
 
-The estimate assumes that the loader's workers prepare the next batches while the model
-computes, so that an update takes as long as the slower of the two; with ``num_workers 0``
-the main process loads and then computes, so the two times add up:
+The estimate rests on the real training steps, which are what training runs:
 
-- ``update_s = clips_per_update / min(loader_clips_per_s, model_clips_per_s)``, or with
-  ``num_workers 0``: ``clips_per_update * (1 / loader_clips_per_s + 1 / model_clips_per_s)``
+- ``update_s = clips_per_update / training_clips_per_s``
 - ``train_epoch_s = updates_per_epoch * update_s``
 - ``run_s = setup_s + loader_startup_s + epochs * train_epoch_s + validations * validation_s``
 
+The loader and the model alone say which of the two limits the rate. Were they independent,
+an update would take as long as the slower of the two (the loader's workers prepare the next
+batches while the model computes), or with ``num_workers 0`` both times added up (the main
+process loads, then computes): ``clips_per_update / min(loader, model)`` or
+``clips_per_update * (1 / loader + 1 / model)``. When real steps run clearly slower than that
+(below 80%: on a CPU, loader workers and the model share the cores), a note says so.
+
 With ``data.cache_videos`` and ``num_workers 0`` (a small dataset decoded once and kept in
 memory, like the demo's), only the first epoch decodes: the loader's rate on videos already in
-memory is timed too (the clips of phase 1 read again), and the later epochs and validations are
-estimated at it: ``run_s = setup_s + loader_startup_s + train_epoch_s + (epochs - 1) *
+memory is timed too (the clips of phase 1 read again), and an update of a later epoch is
+estimated by that formula at the in-memory rate, times the real steps' time over the formula's
+at the decoding rate: ``run_s = setup_s + loader_startup_s + train_epoch_s + (epochs - 1) *
 cached_epoch_s + validation_s + (validations - 1) * cached_validation_s``. With loader workers
 every worker decodes its own copy as it meets each video, so the estimate stays at the decoding
 rate (an upper bound) and a note says so.
 
-When real steps run clearly slower than that (below 80%; CPU training, where loader workers
-and the model share the cores), a note gives the epoch time at the rate of real steps.
+The phases print their progress on stderr (with ``progress``) as they go: on a CPU a paper
+recipe's update can take minutes.
 Validation (``data.val`` with ``eval_every``) is timed with
 :func:`~sifa.engine.evaluate.score_videos` on the real multi-view validation set and the
 configured workers: after an untimed warm-up batch, on ``a`` videos (one batch per worker) and
@@ -55,6 +60,7 @@ import gc
 import itertools
 import math
 import os
+import sys
 import textwrap
 import time
 from collections import deque
@@ -63,6 +69,7 @@ from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig
+from tqdm import tqdm
 
 from sifa.data.datasets import UnreadableVideo, VideoClipDataset
 from sifa.data.loader import set_epoch
@@ -213,15 +220,23 @@ class _Steps:
         self.trainer._step()
 
 
-def _time_loader(loader, batches: int, first_round: int, keep: int):
+def _bar(description: str, total: int, unit: str, enabled: bool):
+    """A progress bar on stderr for one phase (gone when the phase ends)."""
+    return tqdm(total=total, desc=f"dry run: {description}", unit=unit, disable=not enabled,
+                leave=False, dynamic_ncols=True)  # fmt: skip
+
+
+def _time_loader(loader, batches: int, first_round: int, keep: int, progress: bool = False):
     """``(startup_s, clips_per_s, kept)``: the time to the first batch, then the rate over
     ``batches`` batches after the first ``first_round`` ones; ``kept``: the last ``keep``
     batches."""
     start = time.perf_counter()
     stream = _endless(loader)
     kept, clips, first = deque(maxlen=keep), 0, None
+    bar = _bar("the loader alone", first_round + batches, "batch", progress)
     for index in range(first_round + batches):
         batch = next(stream)
+        bar.update()
         now = time.perf_counter()
         if index == 0:
             first = now
@@ -231,6 +246,7 @@ def _time_loader(loader, batches: int, first_round: int, keep: int):
             clips += len(batch[1])
         kept.append(batch)
     stream.close()
+    bar.close()
     return first - start, clips / max(now - start_rate, 1e-9), list(kept)
 
 
@@ -296,10 +312,14 @@ def validation_count(epochs: int, eval_every: int) -> int:
     return sum(validates_after(epoch, epochs, eval_every) for epoch in range(1, epochs + 1))
 
 
-def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunReport:
+def dry_run(
+    config: DictConfig, *, updates: int = DEFAULT_UPDATES, progress: bool | None = None
+) -> DryRunReport:
     """Build the run of ``config`` as :class:`Trainer` does, time the loader, real training
     steps and the model over a few updates (``updates`` timed in each, at least), time
-    validation, and estimate the run (see the module's docstring for the formulas)."""
+    validation, and estimate the run (see the module's docstring for the formulas).
+    ``progress`` (default: ``config.progress``) shows each phase's progress on stderr."""
+    progress = config.progress if progress is None else progress
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
         raise ConfigError(
@@ -311,6 +331,8 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
     if updates < 1:
         raise ValueError(f"--dry-run-updates must be at least 1, got {updates}")
     peak_reset = memory.reset_peak()
+    if progress:
+        print("dry run: building the run (datasets, loader, model, optimiser)", file=sys.stderr)
     begin = time.perf_counter()
     trainer = Trainer(config, dry_run=True)
     setup_s = time.perf_counter() - begin
@@ -328,7 +350,7 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
     round_size = max(1, workers)
     loader_batches = _round_up(max(updates * accumulate, round_size), round_size)
     startup_s, loader_rate, kept = _time_loader(
-        trainer.loader, loader_batches, round_size, accumulate
+        trainer.loader, loader_batches, round_size, accumulate, progress
     )
     # Videos decoded once and kept (in this process only: workers keep copies of their own).
     cached = bool(data.cache_videos) and workers == 0
@@ -341,25 +363,33 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
     # from the page cache, nor from data.cache_videos's memory).
     training_updates = _round_up(updates, round_size // math.gcd(round_size, accumulate))
     stream = _endless(trainer.loader, start=round_size + loader_batches)
-    for _ in range(math.ceil(round_size / accumulate)):
+    warm_up = math.ceil(round_size / accumulate)
+    bar = _bar("real training steps", warm_up + training_updates, "update", progress)
+    for _ in range(warm_up):
         steps.update(stream)
+        bar.update()
     _synchronize(device)
     begin = time.perf_counter()
     for _ in range(training_updates):
         steps.update(stream)
+        bar.update()
     _synchronize(device)
     training_rate = training_updates * clips_per_update / (time.perf_counter() - begin)
     stream.close()
+    bar.close()
     worker_peak, workers_private = _workers_memory() if workers else (None, None)
 
     # 3. The model alone, on batches already on the device.
     kept = [tuple(t.to(device, non_blocking=True) for t in batch) for batch in kept]
     _synchronize(device)
+    bar = _bar("the model alone", updates, "update", progress)
     begin = time.perf_counter()
     for _ in range(updates):
         steps.update(iter(kept))  # exactly one update's micro-batches
+        bar.update()
     _synchronize(device)
     model_rate = updates * clips_per_update / (time.perf_counter() - begin)
+    bar.close()
     del kept
     cuda_peaks: list[float | None] = [None, None, None, None]
     if on_cuda:
@@ -373,6 +403,8 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
     if trainer.val_set is not None:
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(device)
+        if progress:
+            print("dry run: timing validation", file=sys.stderr)
         validation_s, cached_validation_s, timings = _time_validation(trainer, cached)
         if on_cuda:
             cuda_peaks[2] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -429,6 +461,13 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
             f"estimated at the decoding rate (an upper bound), and the workers hold up to "
             f"{workers} copies of the dataset in memory"
         )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not on_cuda and cores and workers >= cores:
+        report.notes.append(
+            f"data.num_workers={workers} on {cores} CPU cores: the loader's workers and the "
+            f"model compete for them; num_workers {max(1, cores // 2)} or fewer may be faster "
+            "here (the real steps above ran with these workers)"
+        )
     if report.main_peak_mib is not None and not peak_reset:
         report.notes.append("the main process's peak memory counts from the process's start")
     skipped = trainer.train_set.skip_count
@@ -446,23 +485,30 @@ def dry_run(config: DictConfig, *, updates: int = DEFAULT_UPDATES) -> DryRunRepo
     return report
 
 
+def independent_update_s(report: DryRunReport, loader_rate: float) -> float:
+    """An update's seconds were the loader (at ``loader_rate``) and the model independent:
+    the slower of the two with loader workers, both added up with ``num_workers 0``."""
+    if report.num_workers:
+        return report.clips_per_update / min(loader_rate, report.model_clips_per_s)
+    return report.clips_per_update * (1 / loader_rate + 1 / report.model_clips_per_s)
+
+
 def estimate(report: DryRunReport) -> None:
-    """Fill in ``update_s``, ``train_epoch_s`` and ``run_s`` from the measured rates (the
-    module's docstring gives the formulas), and a note where real steps fall short of them."""
-
-    def update_s(loader_rate: float) -> float:
-        if report.num_workers:
-            return report.clips_per_update / min(loader_rate, report.model_clips_per_s)
-        return report.clips_per_update * (1 / loader_rate + 1 / report.model_clips_per_s)
-
-    report.update_s = update_s(report.loader_clips_per_s)
+    """Fill in ``update_s``, ``train_epoch_s`` and ``run_s`` from the real training steps (the
+    module's docstring gives the formulas), and a note where real steps fall short of the
+    loader and the model alone."""
+    report.update_s = report.clips_per_update / report.training_clips_per_s
     report.train_epoch_s = report.updates_per_epoch * report.update_s
     later_epoch_s, later_validation_s = report.train_epoch_s, report.validation_s or 0.0
     if report.cached_loader_clips_per_s is not None and math.isfinite(
         report.cached_loader_clips_per_s
     ):
-        report.cached_epoch_s = report.updates_per_epoch * update_s(
-            report.cached_loader_clips_per_s
+        # The real steps' slowdown over the independent formula, carried over to memory reads.
+        slowdown = report.update_s / independent_update_s(report, report.loader_clips_per_s)
+        report.cached_epoch_s = (
+            report.updates_per_epoch
+            * slowdown
+            * independent_update_s(report, report.cached_loader_clips_per_s)
         )
         later_epoch_s = report.cached_epoch_s
     if report.cached_validation_s is not None:
@@ -477,23 +523,36 @@ def estimate(report: DryRunReport) -> None:
     )
     share = training_share(report)
     if share < 0.8:
-        epoch = report.updates_per_epoch * report.clips_per_update / report.training_clips_per_s
         cause = "on a CPU they share its cores" if report.num_workers else "a busy machine?"
         report.notes.append(
-            f"real training steps ran at {100 * share:.0f}% of the estimated rate: here the "
-            f"loader and the model slow each other down ({cause}); at the rate of real steps an "
-            f"epoch's training takes {duration(epoch)}"
+            f"real training steps ran at {100 * share:.0f}% of the rate the loader and the "
+            f"model reach alone: here they slow each other down ({cause}); the estimate is at "
+            "the rate of real steps"
         )
     elif share > 1.25:
         report.notes.append(
-            f"real training steps ran at {100 * share:.0f}% of the estimated rate: the timings "
-            "disagree (a busy machine?); more --dry-run-updates steady them"
+            f"real training steps ran at {100 * share:.0f}% of the rate the loader and the "
+            "model reach alone: the timings disagree (a busy machine?); more --dry-run-updates "
+            "steady them"
         )
 
 
 def training_share(report: DryRunReport) -> float:
-    """The rate of real training steps over the estimated rate."""
-    return report.training_clips_per_s * report.update_s / report.clips_per_update
+    """The rate of real training steps over the rate were the loader and the model
+    independent."""
+    independent = independent_update_s(report, report.loader_clips_per_s)
+    return report.training_clips_per_s * independent / report.clips_per_update
+
+
+def rate(clips_per_s: float) -> str:
+    """A rate readable at any size: ``120 clips/s``, ``2.35 clips/s``, ``1 clip every 8.3 s``
+    (not ``0.1 clips/s``)."""
+    if not math.isfinite(clips_per_s) or clips_per_s <= 0:
+        return f"{clips_per_s} clips/s"
+    if clips_per_s >= 1:
+        number = f"{clips_per_s:.3g}" if clips_per_s < 100 else f"{clips_per_s:.0f}"
+        return f"{number} clip{'' if number == '1' else 's'}/s"
+    return f"1 clip every {duration(1 / clips_per_s)}"
 
 
 def duration(seconds: float) -> str:
@@ -526,23 +585,16 @@ def format_dry_run(report: DryRunReport) -> str:
     else:
         data += ", no validation during training"
     other = "model" if r.limited_by == "loader" else "loader"
-    slower = min(r.loader_clips_per_s, r.model_clips_per_s)
     workers = (
         f"{r.num_workers} worker{'s' if r.num_workers > 1 else ''}"
         if r.num_workers
         else "num_workers 0"
     )
-    if r.num_workers:
-        formula = (
-            f"{r.clips_per_update} clips / {slower:.1f} clips/s (the slower of loader and "
-            "model: the workers load the next batches while the model computes)"
-        )
-    else:
-        formula = (
-            f"{r.clips_per_update} clips / {r.loader_clips_per_s:.1f} + {r.clips_per_update} "
-            f"clips / {r.model_clips_per_s:.1f} clips/s (num_workers 0: the main process loads, "
-            "then computes)"
-        )
+    overlap = (
+        "the workers load the next batches while the model computes"
+        if r.num_workers
+        else "num_workers 0: the main process loads, then computes"
+    )
     memory_parts = []
     if r.cuda_peak_allocated_mib is not None:
         part = (
@@ -575,7 +627,7 @@ def format_dry_run(report: DryRunReport) -> str:
             later += f" + {duration(r.cached_validation_s)} validation"
         epoch = (
             f"the first {epoch}, decoding the videos; later ones {later}, from memory "
-            f"(data.cache_videos; loader {r.cached_loader_clips_per_s:.1f} clips/s)"
+            f"(data.cache_videos; loader {rate(r.cached_loader_clips_per_s)})"
         )
     rows = [
         ("device", f"{r.device}, precision {r.precision}"),
@@ -585,18 +637,18 @@ def format_dry_run(report: DryRunReport) -> str:
         ("updates", f"{r.updates_per_epoch:,} per epoch x {r.epochs} epochs, "
                     f"{r.clips_per_update} clips each (batch {r.batch_size} x accumulate "
                     f"{r.accumulate})"),
-        ("loader", f"{r.loader_clips_per_s:.1f} clips/s alone ({workers}, "
+        ("loader", f"{rate(r.loader_clips_per_s)} alone ({workers}, "
                    f"{r.loader_batches} batches); start-up {duration(r.loader_startup_s)}"),
-        ("model", f"{r.model_clips_per_s:.1f} clips/s alone (forward, backward, step; "
+        ("model", f"{rate(r.model_clips_per_s)} alone (forward, backward, step; "
                   f"{r.model_updates} updates)"),
         ("limit", f"the {r.limited_by}, the slower ({other}: "
-                  f"{max(r.loader_clips_per_s, r.model_clips_per_s):.1f} clips/s)"),
-        ("training", f"{r.training_clips_per_s:.1f} clips/s in real steps "
-                     f"({r.training_updates} updates; "
-                     f"{100 * training_share(r):.0f}% of "
-                     "the estimate below)"),
+                  f"{rate(max(r.loader_clips_per_s, r.model_clips_per_s))})"),
+        ("training", f"{rate(r.training_clips_per_s)} in real steps "
+                     f"({r.training_updates} updates, loader and model together; "
+                     f"{100 * training_share(r):.0f}% of the rate they reach alone, {overlap})"),
         ("memory", "; ".join(memory_parts) or "not measured here"),
-        ("update", f"{r.update_s:.3g} s = {formula}"),
+        ("update", f"{duration(r.update_s)} = {r.clips_per_update} clips at "
+                   f"{rate(r.training_clips_per_s)}, the rate of real steps"),
         ("epoch", epoch),
         ("run", f"{duration(r.run_s)} for {r.epochs} epochs"
                 + (f" and {r.validations} validations" if r.validations else "")

@@ -137,8 +137,9 @@ class PredictionStream:
         self._bounded = not live  # a file waits for the model; a live source never does
         self.out_video = Path(out_video) if out_video is not None else None
         self._container, self._stream = open_video_stream(
-            self.source, unreadable="cannot be opened", format=input_format, options=input_options
-        )
+            self.source, unreadable="cannot be opened", images=input_format is not None,
+            format=input_format, options=input_options,
+        )  # fmt: skip
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         if not rate:
             self._container.close()
@@ -216,6 +217,12 @@ class PredictionStream:
                 decoded += 1
         except av.error.FFmpegError as error:
             problem = f"reading failed after {decoded} frames ({ffmpeg_reason(error)})"
+            if not decoded and "mp4" in container.format.name.split(","):
+                problem += (
+                    "; an mp4 or mov whose index (moov) comes after its frames cannot be read "
+                    "as a stream: send MPEG-TS instead (ffmpeg -i VIDEO -c copy -f mpegts -), "
+                    "or give the file's path"
+                )
             # A source that fails once it has given frames (a camera gone, a read timeout)
             # has ended: what came until then is kept.
             ending = _Failure(problem) if decoded else VideoDecodeError(self.source, problem)

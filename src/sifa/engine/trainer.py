@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -86,7 +87,10 @@ class _StopRequest:
     def __enter__(self) -> _StopRequest:
         with contextlib.suppress(ValueError):  # not the main thread: signals cannot be caught
             for number in STOP_SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
+                # A signal ignored when the process started (nohup, a background job of a
+                # script) stays ignored, as the shell asked.
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -171,18 +175,7 @@ class Trainer:
         if config.data.train is None:
             raise ConfigError("the config has no data.train dataset to train on")
         torch.manual_seed(config.seed + self.group.rank)
-
-        self.train_set = build_train_set(config, seed=config.seed)
-        self.class_names = self.train_set.class_names
-        self.val_set = None
-        if config.data.val is not None and config.eval_every:
-            self.val_set = build_eval_set(
-                config,
-                "val",
-                clips=config.data.val_clips,
-                crops=config.data.val_crops,
-                class_names=self.class_names,
-            )
+        self._build_datasets()
         self.loader = make_loader(
             self.train_set,
             batch_size=config.data.batch_size,
@@ -193,11 +186,6 @@ class Trainer:
             num_replicas=self.group.world_size,
             rank=self.group.rank,
         )
-        if len(self.loader) == 0:
-            raise ConfigError(
-                f"data.batch_size={config.data.batch_size} x {self.group.world_size} processes is "
-                f"more than the {len(self.train_set)} training videos"
-            )
 
         self.mixer = None
         if config.data.mixup > 0 or config.data.cutmix > 0:
@@ -225,7 +213,6 @@ class Trainer:
         self.scheduler = build_scheduler(config, self.optimizer, self.updates_per_epoch)
         use_scaler = config.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.group.device.type) if use_scaler else None
-        autocast_for(config.precision, self.group.device)  # refuse fp16 without CUDA now
         self.model = model
         if self.group.enabled:
             on_gpu = self.group.device.type == "cuda"
@@ -300,6 +287,50 @@ class Trainer:
         if every and self.update % every == 0:
             return True
         return bool(minutes) and time.monotonic() - self._last_saved >= 60 * minutes
+
+    def _build_datasets(self) -> None:
+        """The training and validation sets, after every problem of the config that shows
+        before the model is built is found: all of them in one error, so that a recipe is not
+        mended one launch per problem."""
+        config, group = self.config, self.group
+        problems: list[str] = []
+
+        def attempt(build):
+            try:
+                return build()
+            except (ValueError, OSError) as error:  # config, annotation and file errors
+                problems.append(str(error))
+                return None
+
+        try:
+            autocast_for(config.precision, group.device)
+        except ConfigError as error:
+            problems.append(str(error))
+        self.train_set = attempt(lambda: build_train_set(config, seed=config.seed))
+        self.class_names = self.train_set.class_names if self.train_set is not None else None
+        self.val_set = None
+        if config.data.val is not None and config.eval_every:
+            self.val_set = attempt(
+                lambda: build_eval_set(
+                    config,
+                    "val",
+                    clips=config.data.val_clips,
+                    crops=config.data.val_crops,
+                    class_names=self.class_names,
+                )
+            )
+        # The loader drops a last partial batch: each process needs a whole batch.
+        per_process = math.ceil(len(self.train_set) / group.world_size) if self.train_set else 0
+        if self.train_set is not None and per_process < config.data.batch_size:
+            problems.append(
+                f"data.batch_size={config.data.batch_size} x {group.world_size} processes is "
+                f"more than the {len(self.train_set)} training videos"
+            )
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        if problems:
+            listed = "; ".join(f"({n}) {problem}" for n, problem in enumerate(problems, 1))
+            raise ConfigError(f"{len(problems)} problems with the config: {listed}")
 
     def _restore(self, checkpoint: Path) -> None:
         if self.group.is_main:
