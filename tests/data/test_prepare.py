@@ -331,7 +331,7 @@ from sifa.data import prepare
 from sifa.data.annotations import DatasetSpec
 
 def block(source, output, settings):
-    print(os.getpid(), flush=True)  # this worker is running
+    os.write(1, f"{os.getpid()}\\n".encode())  # this worker is running (one atomic write)
     threading.Event().wait()
 
 prepare.prepare_video = block
