@@ -30,9 +30,10 @@ def test_demo_trains_scores_and_draws(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(demo, "load_model", lambda path, *a: scored.append(path) or load(path, *a))
     data = SyntheticConfig(videos_per_class=8, val_videos_per_class=2, frames=8, num_pairs=1)
     out = tmp_path / "demo"
-    rows = run_demo(out, models=("sifa_resnet18", "c2d_resnet18"), epochs=1, data=data,
-                    progress=False)  # fmt: skip
-    assert [r["model"] for r in rows] == ["sifa_resnet18", "c2d_resnet18"]
+    results = run_demo(out, models=("sifa_resnet18", "c2d_resnet18"), epochs=1, data=data,
+                       progress=False)  # fmt: skip
+    rows = results["runs"]
+    assert [(r["model"], r["seed"]) for r in rows] == [("sifa_resnet18", 0), ("c2d_resnet18", 0)]
     for row in rows:
         assert 0 <= row["val_top1"] <= 1 and row["train_seconds"] > 0
         assert 0 < row["gmacs"] < 0.1
@@ -40,9 +41,10 @@ def test_demo_trains_scores_and_draws(tmp_path, capsys, monkeypatch):
         model, _, class_names = load(resolve_checkpoint(out / row["model"]), "cpu")
         assert len(class_names) == 2
         assert row["params_m"] == sum(p.numel() for p in model.parameters()) / 1e6
-    assert json.loads((out / "results.json").read_text()) == rows
+    assert json.loads((out / "results.json").read_text()) == results
+    assert results["seconds"] > sum(r["train_seconds"] for r in rows)
     table = (out / "results.md").read_text()
-    assert table.count("\n| sifa_resnet18 |") + table.count("\n| c2d_resnet18 |") == 2
+    assert table.count("\n| sifa_resnet18 | 1 |") + table.count("\n| c2d_resnet18 | 1 |") == 2
     printed = capsys.readouterr().out
     assert table in printed
     # The demo scores the checkpoint that `sifa eval --checkpoint RUN` picks (best, else last),
@@ -52,7 +54,7 @@ def test_demo_trains_scores_and_draws(tmp_path, capsys, monkeypatch):
     assert picked == run / "checkpoints" / "best.safetensors"
     assert resolve_checkpoint(scored[0]) == picked and len(scored) == 2
     assert rows[0]["checkpoint"] == "sifa_resnet18/checkpoints/best.safetensors"
-    assert f"sifa_resnet18: scoring {picked}" in printed
+    assert f"sifa_resnet18 (seed 0): scoring {picked}" in printed
     report = evaluate_checkpoint(run, load_config(run / "config.yaml"), tmp_path / "eval")
     assert report["checkpoint"] == str(picked)
     assert rows[0]["val_top1"] == report["top1"]
@@ -61,3 +63,45 @@ def test_demo_trains_scores_and_draws(tmp_path, capsys, monkeypatch):
     assert (out / "sifa_resnet18" / "checkpoints" / "last.safetensors").is_file()
     # Running it again reuses the data and retrains instead of refusing the old runs.
     run_demo(out, models=("c2d_resnet18",), epochs=1, data=data, progress=False)
+
+
+def test_several_seeds_are_separate_runs_summarized_by_mean_min_and_max(tmp_path):
+    data = SyntheticConfig(videos_per_class=8, val_videos_per_class=2, frames=8, num_pairs=1)
+    out = tmp_path / "demo"
+    results = run_demo(out, models=("c2d_resnet18",), epochs=1, data=data, progress=False,
+                       seeds=3)  # fmt: skip
+    rows = results["runs"]
+    assert [r["seed"] for r in rows] == [0, 1, 2]
+    assert [r["checkpoint"].split("/")[0] for r in rows] == [
+        "c2d_resnet18", "c2d_resnet18-seed1", "c2d_resnet18-seed2"
+    ]  # fmt: skip
+    for row in rows:  # each run trained with its own seed
+        config = load_config(out / row["checkpoint"].split("/")[0] / "config.yaml")
+        assert config.seed == row["seed"]
+    (summary,) = results["models"]
+    assert summary["seeds"] == [0, 1, 2]
+    for key in ("val_top1", "right_pair", "right_order_given_pair", "train_seconds"):
+        values = [r[key] for r in rows]
+        assert summary[key]["mean"] == pytest.approx(sum(values) / 3), key
+        assert (summary[key]["min"], summary[key]["max"]) == (min(values), max(values)), key
+
+
+def test_the_table_gives_mean_min_and_max_over_seeds():
+    def spread(mean, low, high):
+        return {"mean": mean, "min": low, "max": high}
+
+    results = {
+        "models": [{
+            "model": "sifa_resnet18", "seeds": [0, 1, 2], "params_m": 1.296, "gmacs": 0.0461,
+            "train_seconds": spread(80.4, 75.0, 90.2), "val_top1": spread(0.97, 0.955, 0.99),
+            "right_pair": spread(1.0, 1.0, 1.0),
+            "right_order_given_pair": spread(0.97, 0.955, 0.99),
+        }],
+        "seconds": 754.4,
+    }  # fmt: skip
+    assert demo.format_results(results).splitlines()[2:] == [
+        "| sifa_resnet18 | 3 | 1.30 | 0.046 | 80 (75-90) | 97.0% (95.5-99.0) | 100.0% "
+        "| 97.0% (95.5-99.0) |",
+        "",
+        "wall time 12 min 34 s, data and scoring included",
+    ]

@@ -102,6 +102,73 @@ def _pair_scores(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float(right_pair.mean()), float(right_order.mean()) if right_order.size else 0.0
 
 
+def run_folder(out_dir: Path, model: str, seed: int) -> Path:
+    """Where the demo trains ``model`` with ``seed``: ``OUT/<model>`` for seed 0 (the run the
+    README's other examples use), ``OUT/<model>-seed<N>`` for the others."""
+    return out_dir / (model if seed == 0 else f"{model}-seed{seed}")
+
+
+def _train_and_score(config, out_dir: Path, data: SyntheticConfig, group) -> tuple[dict, dict]:
+    """Train one run and score its checkpoint; ``(row, what the plots need)``."""
+    model_name = config.model.name
+    start = time.perf_counter()
+    result = train(config)
+    seconds = time.perf_counter() - start
+    # What `sifa eval --checkpoint RUN` scores: best, else last, with the test views.
+    checkpoint = resolve_checkpoint(result.output_dir)
+    print(f"{model_name} (seed {config.seed}): scoring {checkpoint}", flush=True)
+    model, _, class_names = load_model(checkpoint, "cpu")
+    data_config = config.data
+    val_set = build_eval_set(
+        config, "val", clips=data_config.test_clips, crops=data_config.test_crops,
+        class_names=class_names,
+    )  # fmt: skip
+    scored = score_videos(model, val_set, group, batch_size=data_config.val_batch_size)
+    if scored.unreadable:
+        print(f"{len(scored.unreadable)} unreadable validation videos left out", flush=True)
+    report = classification_report(scored.scores, scored.labels, class_names)
+    pair, order = _pair_scores(scored.scores, scored.labels)
+    cost = model_complexity(
+        model_name, data.frames, data.size, num_classes=len(class_names),
+        **config.model.switches,
+    )  # fmt: skip
+    row = {
+        "model": model_name,
+        "seed": int(config.seed),
+        "params_m": cost.params / 1e6,
+        "gmacs": cost.gmacs,
+        "train_seconds": seconds,
+        "val_top1": report["top1"],
+        "right_pair": pair,
+        "right_order_given_pair": order,
+        "checkpoint": checkpoint.relative_to(out_dir).as_posix(),
+    }
+    extras = {
+        "history": result.history,
+        "confusion": np.asarray(report["confusion_matrix"]),
+        "class_names": class_names,
+    }
+    return row, extras
+
+
+SPREAD_KEYS = ("val_top1", "right_pair", "right_order_given_pair", "train_seconds")
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per model, in the order the runs came: the number of seeds, and mean, min and max of
+    every score and of the training time."""
+    summary = []
+    for model in dict.fromkeys(run["model"] for run in runs):
+        mine = [run for run in runs if run["model"] == model]
+        entry = {"model": model, "seeds": [run["seed"] for run in mine],
+                 "params_m": mine[0]["params_m"], "gmacs": mine[0]["gmacs"]}  # fmt: skip
+        for key in SPREAD_KEYS:
+            values = [run[key] for run in mine]
+            entry[key] = {"mean": float(np.mean(values)), "min": min(values), "max": max(values)}
+        summary.append(entry)
+    return summary
+
+
 def run_demo(
     out_dir: str | Path = "runs/demo",
     *,
@@ -109,85 +176,87 @@ def run_demo(
     epochs: int | None = None,
     data: SyntheticConfig = DEMO_DATA,
     progress: bool = True,
-) -> list[dict]:
-    """Run the demo; returns one result row per model (also written to ``results.json``)."""
+    seeds: int = 1,
+    data_dir: str | Path | None = None,
+) -> dict:
+    """Run the demo: every model trained with seeds ``0 .. seeds - 1`` on the data in
+    ``data_dir`` (default ``OUT/data``, written there first if it is not complete). Returns
+    and writes to ``results.json``: ``{"runs": [one row per run], "models": [mean, min and
+    max per model], "seconds": wall time}``."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    begin = time.perf_counter()
     out_dir = Path(out_dir)
-    data_dir = out_dir / "data"
-    make_synthetic_dataset(data_dir, data, progress=progress)
+    if data_dir is None:
+        data_dir = out_dir / "data"
+        make_synthetic_dataset(data_dir, data, progress=progress)
     group = distributed.setup("cpu")
-    rows, histories = [], {}
+    runs, histories, run_groups, confusions = [], {}, {}, {}
     for model_name in models:
-        config = demo_config(data_dir, out_dir, model_name, epochs)
-        config.progress = progress
-        if not progress:  # quiet: the epoch lines only, no per-update JSON lines
-            config.log_every = 10**9
-        shutil.rmtree(config.output_dir, ignore_errors=True)  # the demo's own earlier run
-        print(f"\n== {model_name}: {config.optim.epochs} epochs", flush=True)
-        start = time.perf_counter()
-        result = train(config)
-        seconds = time.perf_counter() - start
-        # What `sifa eval --checkpoint RUN` scores: best, else last, with the test views.
-        checkpoint = resolve_checkpoint(result.output_dir)
-        print(f"{model_name}: scoring {checkpoint}", flush=True)
-        model, _, class_names = load_model(checkpoint, "cpu")
-        data_config = config.data
-        val_set = build_eval_set(
-            config,
-            "val",
-            clips=data_config.test_clips,
-            crops=data_config.test_crops,
-            class_names=class_names,
-        )
-        scored = score_videos(model, val_set, group, batch_size=data_config.val_batch_size)
-        if scored.unreadable:
-            print(f"{len(scored.unreadable)} unreadable validation videos left out", flush=True)
-        report = classification_report(scored.scores, scored.labels, class_names)
-        pair, order = _pair_scores(scored.scores, scored.labels)
-        cost = model_complexity(
-            model_name,
-            data.frames,
-            data.size,
-            num_classes=len(class_names),
-            **config.model.switches,
-        )
-        rows.append(
-            {
-                "model": model_name,
-                "params_m": cost.params / 1e6,
-                "gmacs": cost.gmacs,
-                "train_seconds": seconds,
-                "val_top1": report["top1"],
-                "right_pair": pair,
-                "right_order_given_pair": order,
-                "checkpoint": checkpoint.relative_to(out_dir).as_posix(),
-            }
-        )
-        histories[model_name] = result.history
+        for seed in range(seeds):
+            config = demo_config(data_dir, out_dir, model_name, epochs)
+            config.seed = seed
+            config.output_dir = str(run_folder(out_dir, model_name, seed))
+            config.progress = progress
+            if not progress:  # quiet: the epoch lines only, no per-update JSON lines
+                config.log_every = 10**9
+            shutil.rmtree(config.output_dir, ignore_errors=True)  # the demo's own earlier run
+            print(f"\n== {model_name}, seed {seed}: {config.optim.epochs} epochs", flush=True)
+            row, extras = _train_and_score(config, out_dir, data, group)
+            runs.append(row)
+            name = model_name if seeds == 1 else f"{model_name} (seed {seed})"
+            histories[name] = extras["history"]
+            run_groups[name] = model_name
+            total = confusions.get(model_name, (0, None))[0] + extras["confusion"]
+            confusions[model_name] = (total, extras["class_names"])
+    over = "" if seeds == 1 else f", {seeds} seeds summed"
+    for model_name, (matrix, class_names) in confusions.items():
         plot_confusion_matrix(
-            np.asarray(report["confusion_matrix"]),
-            class_names,
-            out_dir / f"confusion_{model_name}.png",
-            title=f"{model_name} ({checkpoint.stem}): synthetic validation set",
-        )
-    plot_training_curves(histories, out_dir / "training_curves.png", title="sifa demo")
-    table = format_results(rows)
-    (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+            matrix, class_names, out_dir / f"confusion_{model_name}.png",
+            title=f"{model_name}: synthetic validation set{over}",
+        )  # fmt: skip
+    plot_training_curves(histories, out_dir / "training_curves.png", title="sifa demo",
+                         groups=run_groups)  # fmt: skip
+    results = {
+        "runs": runs,
+        "models": summarize(runs),
+        "seconds": time.perf_counter() - begin,
+    }
+    table = format_results(results)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out_dir / "results.md").write_text(table + "\n")
     print("\n" + table)
     print(f"\nfigures and results in {out_dir}/", flush=True)
-    return rows
+    return results
 
 
-def format_results(rows: list[dict]) -> str:
+def _spread(values: dict, percent: bool = True) -> str:
+    """``98.0%``, or over several seeds ``97.4% (95.0-99.5)``."""
+    scale, unit, digits = (100, "%", 1) if percent else (1, "", 0)
+
+    def number(x: float) -> str:
+        return f"{scale * x:.{digits}f}"
+
+    text = f"{number(values['mean'])}{unit}"
+    if values["min"] != values["max"]:
+        text += f" ({number(values['min'])}-{number(values['max'])})"
+    return text
+
+
+def format_results(results: dict) -> str:
+    """The demo's table: one row per model; with several seeds, each score as its mean and,
+    in brackets, its minimum and maximum over the seeds."""
     lines = [
-        "| model | params (M) | GMACs/clip | train time (s) | val top-1 | right pair "
-        "| right order, given the pair |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | seeds | params (M) | GMACs/clip | train time per run (s) | val top-1 "
+        "| right pair | right order, given the pair |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in rows:
+    for m in results["models"]:
         lines.append(
-            f"| {r['model']} | {r['params_m']:.2f} | {r['gmacs']:.3f} | {r['train_seconds']:.0f} "
-            f"| {100 * r['val_top1']:.1f}% | {100 * r['right_pair']:.1f}% "
-            f"| {100 * r['right_order_given_pair']:.1f}% |"
+            f"| {m['model']} | {len(m['seeds'])} | {m['params_m']:.2f} | {m['gmacs']:.3f} "
+            f"| {_spread(m['train_seconds'], percent=False)} | {_spread(m['val_top1'])} "
+            f"| {_spread(m['right_pair'])} | {_spread(m['right_order_given_pair'])} |"
         )
+    minutes, seconds = divmod(round(results["seconds"]), 60)
+    lines.append(f"\nwall time {minutes} min {seconds:02d} s, data and scoring included")
     return "\n".join(lines)

@@ -264,21 +264,29 @@ def plot_training_curves(
     path: str | os.PathLike[str],
     *,
     title: str | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> Path:
     """Draws training loss and validation top-1 (%) against the epoch as a PNG at ``path``.
 
     ``histories`` maps a run name to its per-epoch records: dicts with ``epoch`` and any of
     ``train_loss``, ``val_top1`` (a fraction), ``train_top1``, ``lr``. One line per run that has
-    the panel's key; a panel no run has data for is left out.
+    the panel's key; a panel no run has data for is left out. ``groups`` maps run names to a
+    group (the same model trained with several seeds): a group's runs share a colour and one
+    legend entry, the group's name.
     """
+    group_of = {run: (groups or {}).get(run, run) for run in histories}
+    colour_of = {group: f"C{i % 10}" for i, group in enumerate(dict.fromkeys(group_of.values()))}
     panels = []
     for key, panel_title, y_label, factor in _CURVE_PANELS:
-        lines = []
-        for index, (run, records) in enumerate(histories.items()):
+        lines, labelled = [], set()
+        for run, records in histories.items():
             epochs, values = _curve(records, key, run)
             if epochs:
-                # colours follow the run's position, so a run keeps its colour in every panel
-                lines.append((run, f"C{index % 10}", epochs, [factor * v for v in values]))
+                # colours follow the group's position, so it keeps its colour in every panel
+                group = group_of[run]
+                label = group if group not in labelled else None
+                labelled.add(group)
+                lines.append((label, colour_of[group], epochs, [factor * v for v in values]))
         if lines:
             panels.append((panel_title, y_label, lines))
     if not panels:
@@ -290,8 +298,9 @@ def plot_training_curves(
     figure = new_figure(6.0 * len(panels), 4.5)
     for position, (panel_title, y_label, lines) in enumerate(panels, start=1):
         axes = figure.add_subplot(1, len(panels), position)
-        for run, colour, epochs, values in lines:
-            axes.plot(epochs, values, marker="o", markersize=3, color=colour, label=run)
+        for label, colour, epochs, values in lines:
+            axes.plot(epochs, values, marker="o", markersize=3, color=colour, label=label,
+                      alpha=0.6 if groups else 1.0)  # fmt: skip
         axes.set_title(panel_title)
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
