@@ -283,9 +283,11 @@ class PyAVReader(VideoReader):
     def info(self) -> VideoInfo:
         if self._info is None:
             try:
-                timing = frame_timing(self._container, self._stream, self.path)
+                timing, failure = frame_timing(self._container, self._stream, self.path), None
             except VideoDecodeError as error:
-                self._fail(error.problem)
+                failure = error.problem
+            if failure is not None:  # outside the except block: see _fail
+                self._fail(failure)
             if not timing.num_frames:
                 self.close()
                 raise EmptyVideoError(self.path, "the video stream holds no frames")

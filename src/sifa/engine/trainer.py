@@ -320,8 +320,10 @@ class Trainer:
                 )
             )
         # The loader drops a last partial batch: each process needs a whole batch.
-        per_process = math.ceil(len(self.train_set) / group.world_size) if self.train_set else 0
-        if self.train_set is not None and per_process < config.data.batch_size:
+        if (
+            self.train_set is not None
+            and math.ceil(len(self.train_set) / group.world_size) < config.data.batch_size
+        ):
             problems.append(
                 f"data.batch_size={config.data.batch_size} x {group.world_size} processes is "
                 f"more than the {len(self.train_set)} training videos"
