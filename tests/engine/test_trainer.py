@@ -348,3 +348,31 @@ def test_mixup_and_cutmix_train_on_soft_targets_and_resume_bit_exactly(tiny_data
     assert expected.keys() == got.keys()
     for key, value in expected.items():
         assert torch.equal(got[key], value), key
+
+
+@pytest.fixture
+def restore_determinism():
+    """`deterministic: true` sets process-wide switches: put them back after the test."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.mkldnn.deterministic,
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # fmt: skip
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.backends.mkldnn.deterministic = before[1]
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2:]
+
+
+def test_deterministic_training_runs_and_repeats_bit_for_bit(tiny_data, tmp_path,
+                                                             restore_determinism):  # fmt: skip
+    """Every operation of SIFA-Net's training has a deterministic kernel here (none raises
+    under torch.use_deterministic_algorithms), and two runs give the same weights."""
+    weights = []
+    for run in ("a", "b"):
+        config = tiny_config(tiny_data, tmp_path / run, eval_every=0, deterministic=True)
+        result = train(config, stop_after_updates=4)
+        assert result.updates == 4
+        weights.append(load_weights(tmp_path / run / "checkpoints" / "last.safetensors")[0])
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.mkldnn.deterministic and torch.backends.cudnn.deterministic
+    assert weights[0].keys() == weights[1].keys()
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name

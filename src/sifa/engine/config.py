@@ -162,6 +162,10 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True  # progress bars
     threads: int | None = None  # torch CPU threads (default: torch's choice)
+    # Deterministic kernels where a backend has both (see sifa.engine.trainer.make_deterministic):
+    # on a GPU the SIFA operator's key gradient without atomics, cuDNN without autotuning;
+    # oneDNN's deterministic mode on a CPU. Slower on a GPU.
+    deterministic: bool = False
     # Mid-epoch saves of the `last` checkpoint (with the exact position in the epoch), besides
     # the one at every epoch end; whichever comes first. 0 turns either off.
     checkpoint_minutes: float = 30.0  # minutes of training between saves

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -68,6 +69,19 @@ class TrainResult:
     best_top1: float | None = None
     updates: int = 0
     interrupted: int | None = None  # the signal that stopped the run; 0: stop_after_updates
+
+
+def make_deterministic() -> None:
+    """Choose deterministic kernels for the rest of the process (``deterministic: true``):
+    ``torch.use_deterministic_algorithms`` (an operation without a deterministic kernel then
+    raises, naming itself; the SIFA operator's Triton backward sums the key gradient without
+    atomics), cuDNN without autotuning, and oneDNN's deterministic mode on the CPU. cuBLAS
+    needs ``CUBLAS_WORKSPACE_CONFIG`` set before CUDA starts: set here if it is not."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.mkldnn.deterministic = True
 
 
 class _StopRequest:
@@ -170,6 +184,8 @@ class Trainer:
         self.group = distributed.setup(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
+        if config.deterministic:
+            make_deterministic()
         self.output_dir = Path(config.output_dir)
         self.checkpoints = self.output_dir / "checkpoints"
         if config.data.train is None:
