@@ -287,3 +287,29 @@ def test_resume_with_other_groups_is_refused(tiny_data, tmp_path):
     config.optim.lr_scales = {"fc.*": 0.1}  # two groups where the checkpoint has one
     with pytest.raises(ValueError, match="parameter groups"):
         Trainer(config, resume=True)
+
+
+@pytest.mark.parametrize("model_name", ["sifa_resnet18", "sifa_swin_t"])
+def test_offset_lr_scale_slows_sifas_offset_convs_only(model_name):
+    """On top of lr_scales; every other parameter keeps its rate (the reference: names that
+    contain '.offset_conv.', listed by hand)."""
+    model = sifa.create_model(model_name, num_classes=4)
+    conf = config(model_name, lr=0.01, offset_lr_scale=0.1, lr_scales={"*fc*": 2.0, "*": 1.0})
+    found = settings(build_optimizer(conf, model), model)
+    offsets = [name for name, _ in model.named_parameters() if ".offset_conv." in name]
+    assert len(offsets) >= 3
+    for name, (lr, _) in found.items():
+        expected = 0.01 * (2.0 if "fc" in name else 1.0) * (0.1 if name in offsets else 1.0)
+        assert lr == pytest.approx(expected), name
+
+
+def test_offset_lr_scale_leaves_models_without_offsets_alone():
+    model = sifa.create_model("c2d_resnet18", num_classes=4, base_width=8)
+    found = settings(build_optimizer(config("c2d_resnet18", lr=0.01, offset_lr_scale=0.1), model),
+                     model)  # fmt: skip
+    assert {lr for lr, _ in found.values()} == {0.01}
+
+
+def test_a_negative_offset_lr_scale_is_named():
+    with pytest.raises(ConfigError, match=r"optim.offset_lr_scale must be >= 0, got -1"):
+        load_config(None, ["optim.offset_lr_scale=-1"])

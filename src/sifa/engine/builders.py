@@ -166,14 +166,18 @@ def _initialise_from(model: nn.Module, source: str, class_names: list[str] | Non
     )  # fmt: skip
 
 
+OFFSET_CONV_PATTERN = "*.offset_conv.*"  # SIFA's offset convs, in every model family
+
+
 def parameter_groups(config: DictConfig, model: nn.Module) -> list[dict]:
     """The trainable parameters of ``model`` in optimiser parameter groups.
 
     A parameter gets weight decay ``optim.weight_decay`` unless it is 1-D and
     ``optim.decay_norm_and_bias`` is false, or an ``optim.no_weight_decay`` pattern matches its
     name; its learning rate is ``optim.lr`` times the scale of the first ``optim.lr_scales``
-    pattern that matches its name (1.0 if none). One group per distinct (scale, weight decay),
-    none empty, each with its own ``lr`` (``optim.lr * scale``), ``weight_decay`` and
+    pattern that matches its name (1.0 if none), and for SIFA's offset convs
+    (``*.offset_conv.*``) times ``optim.offset_lr_scale``. One group per distinct (scale,
+    weight decay), none empty, each with its own ``lr`` (``optim.lr * scale``), ``weight_decay`` and
     ``lr_scale``: the scheduler's LambdaLR multiplies every group's initial ``lr`` by the same
     factor, so each group follows the schedule at its own scale (min_lr scaled alike). The
     first group is the one at the base learning rate with weight decay where there is one (the
@@ -197,6 +201,8 @@ def parameter_groups(config: DictConfig, model: nn.Module) -> list[dict]:
         decayed = optim.decay_norm_and_bias or param.ndim > 1
         decayed = decayed and not any(fnmatchcase(name, pattern) for pattern in no_decay)
         scale = next((s for pattern, s in scales.items() if fnmatchcase(name, pattern)), 1.0)
+        if fnmatchcase(name, OFFSET_CONV_PATTERN):
+            scale *= float(optim.offset_lr_scale)
         key = (scale, float(optim.weight_decay) if decayed else 0.0)
         groups.setdefault(key, []).append(param)
     base = (1.0, float(optim.weight_decay))

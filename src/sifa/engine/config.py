@@ -146,6 +146,12 @@ class OptimConfig:
     # pattern matches keep 1.0. A pattern that earlier patterns leave without parameters is an
     # error too. {"head.*": 1.0, "*": 0.1}: the backbone at 0.1x the head's learning rate.
     lr_scales: dict[str, float] = field(default_factory=dict)
+    # Multiplies the learning rate (and min_lr) of SIFA's offset convs, the parameters named
+    # "*.offset_conv.*", on top of lr_scales (models without them: no effect). Deformable
+    # convolutions train their offsets slower (0.1 in mmcv's, down to 0.01): AdamW moves every
+    # weight by about lr per update however small its gradient, so at the full rate the
+    # offsets scatter the attention before the network has learned what to follow.
+    offset_lr_scale: float = 1.0
 
 
 @dataclass
@@ -201,6 +207,7 @@ _AT_LEAST = {
     "optim.lr": 0,
     "optim.warmup_epochs": 0,
     "optim.min_lr": 0,
+    "optim.offset_lr_scale": 0,
     "optim.weight_decay": 0,
     "eval_every": 0,
     "log_every": 1,
