@@ -43,8 +43,10 @@ def main() -> int:
     parser.add_argument("--concurrent", type=int, default=4)
     parser.add_argument("--updates", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2, help="torch threads per copy")
-    args = parser.parse_args()
-    overrides = [*args.overrides, f"threads={args.threads}"]
+    args, extra = parser.parse_known_args()  # KEY=VALUE may come after the options too
+    if any("=" not in e or e.startswith("-") for e in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    overrides = [*args.overrides, *extra, f"threads={args.threads}"]
     with (
         tempfile.TemporaryDirectory() as scratch,
         ProcessPoolExecutor(args.concurrent, mp_context=get_context("spawn")) as pool,

@@ -52,3 +52,25 @@ def test_every_run_is_held_to_its_models_goal(sifa, c2d, met, worst):
     text = format_verdicts(found, len(sifa))
     assert text.count("MISSED") == met.count(False)
     assert f"(worst run {100 * worst[0]:.1f}%)" in text
+
+
+def test_the_repeat_benchmark_compares_copies_bit_for_bit(tiny_data, tmp_path):
+    """benchmarks/repeat.py on the tiny config: two copies of one seed, loss by loss."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from training_fixtures import tiny_config, write_config
+
+    config = write_config(tiny_config(tiny_data, tmp_path / "run"), tmp_path / "run.yaml")
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "repeat.py"
+    result = subprocess.run(
+        [sys.executable, str(script), str(config), "--copies", "2", "--concurrent", "1",
+         "--updates", "2", "--threads", "1", "seed=3"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "2 copies, 1 at a time, 1 threads each, 2 updates: 2 bit-equal to copy 0"
+    )
+    assert not (tmp_path / "run").exists()  # the copies trained in a scratch folder
