@@ -320,9 +320,12 @@ def test_a_worker_that_dies_mid_write_leaves_no_temporary_file(class_folders, tm
     assert dict(result.unreadable)[str(class_folders / "run/b.mp4")].startswith(
         "the process preparing it died"
     )
-    assert result.removed_temporaries == 2  # the first try's, and the retry's alone
+    # b's first try and its retry alone; and a video another worker was writing when the pool
+    # went down with b's worker, if any was.
+    assert result.removed_temporaries in (2, 3)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
-    assert json.loads(result.report.read_text())["removed_temporaries"] == 2
+    report = json.loads(result.report.read_text())
+    assert report["removed_temporaries"] == result.removed_temporaries
 
 
 WORKERS_THAT_BLOCK = """

@@ -294,11 +294,7 @@ def read_something_v2(
 
 
 def load_annotations(spec: DatasetSpec) -> tuple[list[VideoRecord], list[str]]:
-    """Records and class names of the dataset a :class:`DatasetSpec` describes. A missing
-    root folder is one error, not one per video."""
-    if spec.format != "folder" and not Path(spec.root).is_dir():
-        raise AnnotationError(f"data root folder not found: {spec.root} (the videos of "
-                              f"{spec.annotations} are found under it)")  # fmt: skip
+    """Records and class names of the dataset a :class:`DatasetSpec` describes."""
     if spec.format == "video_list":
         records = read_video_list(spec.annotations, spec.root)
         return records, _default_names(records, spec.labels)

@@ -6,12 +6,13 @@ import logging
 import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sifa.data.annotations import DatasetSpec, VideoRecord, load_annotations
+from sifa.data.annotations import AnnotationError, DatasetSpec, VideoRecord, load_annotations
 from sifa.data.decoding import FrameFolderReader, VideoError, VideoReader, open_video
 from sifa.data.sampling import DenseSampler
 
@@ -91,8 +92,12 @@ class VideoClipDataset(Dataset):
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec, **options) -> VideoClipDataset:
-        """The dataset a :class:`DatasetSpec` describes; ``options`` as for the constructor."""
+        """The dataset a :class:`DatasetSpec` describes; ``options`` as for the constructor. A
+        missing root folder is one error here, not a warning per video later."""
         records, class_names = load_annotations(spec)
+        if spec.format != "folder" and not Path(spec.root).is_dir():
+            raise AnnotationError(f"data root folder not found: {spec.root} (the videos of "
+                                  f"{spec.annotations} are found under it)")  # fmt: skip
         if spec.backend == "frames":
             options.setdefault("reader_options", {}).update(
                 template=spec.frame_template, start_index=spec.frame_start_index
