@@ -58,7 +58,7 @@ DEMO_RECIPE = {
         "name": "adamw",
         "lr": 0.002,
         "weight_decay": 0.05,
-        "epochs": 16,
+        "epochs": 20,
         "warmup_epochs": 1,
         "clip_grad_norm": 5.0,
         # SIFA's offsets at a tenth of the rate: at the full rate AdamW moved them 1.5 to 2.7
