@@ -1,10 +1,12 @@
 """``sifa demo``: SIFA-Net against C2D and TSM on the synthetic motion-order task, on a CPU.
 
 Makes the synthetic dataset if it is not there, trains the three small networks with the same
-recipe and number of updates, scores each run's checkpoint on the validation videos (the one
-``sifa eval --checkpoint RUN`` picks: ``best``, else ``last``, with the same views), prints a
-table and writes ``training_curves.png``, one confusion matrix per model, ``results.json`` and
-``results.md``.
+recipe and number of updates (with ``seeds`` seeds each), scores each run's checkpoint on the
+validation videos (the one ``sifa eval --checkpoint RUN`` picks: ``best``, else ``last``, with
+the same views), prints a table (each score's mean, minimum and maximum over the seeds) and
+writes ``training_curves.png``, one confusion matrix per model (summed over the seeds),
+``results.json`` and ``results.md``. One run is one draw: the seed and the machine's rounding
+decide how soon SIFA-Net learns the order, so the README shows the demo over seeds.
 """
 
 from __future__ import annotations
