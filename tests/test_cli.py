@@ -176,6 +176,8 @@ def test_every_command_and_option_has_help_text():
         for action in parser._actions:
             if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 assert action.help, f"{path} {'/'.join(action.option_strings) or action.dest}"
+        # argparse %-formats option help but prints descriptions verbatim
+        assert "%%" not in parser.format_help(), f"{path}: a doubled % in its help"
 
 
 def test_run_folders_are_not_tracked():
