@@ -1260,7 +1260,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the demo's models with seeds 0 .. SEEDS-1 on the synthetic data "
         "and again on a copy re-encoded by `sifa prepare --crf CRF`, print each table (mean, "
         "min and max per model) and check the demo's promise on every run: SIFA-Net at least "
-        "95% validation top-1, C2D at most 60%. Exit status 1 if a run misses it.",
+        "95% validation top-1, C2D at most 60%. Exit status 1 if a run misses it. Runs "
+        "finished earlier in OUT with the same settings are kept: an interrupted benchmark "
+        "goes on where it stopped (remove OUT to train them all again).",
     )
     demo_bench.add_argument("--out", default="runs/demo-seeds", help="output folder")
     demo_bench.add_argument("--seeds", type=int, default=8, help="seeds per model and data")

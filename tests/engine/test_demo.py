@@ -105,3 +105,29 @@ def test_the_table_gives_mean_min_and_max_over_seeds():
         "",
         "wall time 12 min 34 s, data and scoring included",
     ]
+
+
+def test_reuse_keeps_runs_finished_with_the_same_settings(tmp_path, monkeypatch):
+    data = SyntheticConfig(videos_per_class=8, val_videos_per_class=2, frames=8, num_pairs=1)
+    out = tmp_path / "demo"
+    first = run_demo(out, models=("c2d_resnet18",), epochs=1, data=data, progress=False,
+                     seeds=2)  # fmt: skip
+    trained = []  # the runs trained from here on
+    real_train = demo.train
+    monkeypatch.setattr(demo, "train", lambda config: trained.append(config.seed)
+                        or real_train(config))  # fmt: skip
+
+    again = run_demo(out, models=("c2d_resnet18",), epochs=1, data=data, progress=False,
+                     seeds=3, reuse=True)  # fmt: skip
+    assert trained == [2]  # seeds 0 and 1 were finished: only seed 2 is new
+    assert again["runs"][:2] == first["runs"]
+    assert again["models"][0]["seeds"] == [0, 1, 2]
+    # A run whose settings differ (here its epochs) is trained again, as without reuse.
+    run_demo(out, models=("c2d_resnet18",), epochs=2, data=data, progress=False, reuse=True)
+    run_demo(out, models=("c2d_resnet18",), epochs=2, data=data, progress=False)
+    assert trained == [2, 0, 0]
+    # An unreadable record is no finished run either.
+    (out / "c2d_resnet18-seed1" / demo.RUN_RECORD).write_text("{truncated")
+    run_demo(out, models=("c2d_resnet18",), epochs=1, data=data, progress=False, seeds=2,
+             reuse=True)  # fmt: skip
+    assert trained == [2, 0, 0, 0, 1]

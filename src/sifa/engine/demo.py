@@ -27,6 +27,7 @@ from sifa.engine.config import TrainConfig, validate
 from sifa.engine.evaluate import score_videos
 from sifa.engine.metrics import classification_report, plot_confusion_matrix, plot_training_curves
 from sifa.engine.trainer import train
+from sifa.files import replace_atomically
 from sifa.tools.flops import model_complexity
 
 DEMO_MODELS = ("sifa_resnet18", "c2d_resnet18", "tsm_resnet18")
@@ -157,6 +158,48 @@ def _train_and_score(config, out_dir: Path, data: SyntheticConfig, group) -> tup
     return row, extras
 
 
+RUN_RECORD = "demo_run.json"  # in each run's folder: what the demo made of it
+
+
+def _recorded_config(config) -> dict:
+    """The settings that make a run what it is (not how it reports progress)."""
+    settings = OmegaConf.to_container(config, resolve=True)
+    for key in ("progress", "log_every"):
+        settings.pop(key, None)
+    return settings
+
+
+def _write_record(config, row: dict, extras: dict) -> None:
+    record = {
+        "config": _recorded_config(config),
+        "row": row,
+        "history": extras["history"],
+        "confusion": extras["confusion"].tolist(),
+        "class_names": list(extras["class_names"]),
+    }
+    path = Path(config.output_dir) / RUN_RECORD
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(record) + "\n"))
+
+
+def _finished_run(config) -> tuple[dict, dict] | None:
+    """``(row, extras)`` of a run the demo finished earlier in ``config.output_dir`` with the
+    same settings; None if there is none (or it was trained otherwise, or its record is
+    unreadable)."""
+    path = Path(config.output_dir) / RUN_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("config") != _recorded_config(config):
+        return None
+    extras = {
+        "history": record["history"],
+        "confusion": np.asarray(record["confusion"]),
+        "class_names": record["class_names"],
+    }
+    return record["row"], extras
+
+
 SPREAD_KEYS = ("val_top1", "right_pair", "right_order_given_pair", "train_seconds")
 
 
@@ -184,11 +227,15 @@ def run_demo(
     progress: bool = True,
     seeds: int = 1,
     data_dir: str | Path | None = None,
+    reuse: bool = False,
 ) -> dict:
     """Run the demo: every model trained with seeds ``0 .. seeds - 1`` on the data in
-    ``data_dir`` (default ``OUT/data``, written there first if it is not complete). Returns
-    and writes to ``results.json``: ``{"runs": [one row per run], "models": [mean, min and
-    max per model], "seconds": wall time}``."""
+    ``data_dir`` (default ``OUT/data``, written there first if it is not complete). Each run
+    leaves its scores in ``demo_run.json`` in its folder; with ``reuse``, a run finished
+    earlier with the same settings is taken from there instead of trained again (an
+    interrupted many-seed benchmark goes on where it stopped). Returns and writes to
+    ``results.json``: ``{"runs": [one row per run], "models": [mean, min and max per model],
+    "seconds": wall time}``."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     begin = time.perf_counter()
@@ -206,9 +253,16 @@ def run_demo(
             config.progress = progress
             if not progress:  # quiet: the epoch lines only, no per-update JSON lines
                 config.log_every = 10**9
-            shutil.rmtree(config.output_dir, ignore_errors=True)  # the demo's own earlier run
-            print(f"\n== {model_name}, seed {seed}: {config.optim.epochs} epochs", flush=True)
-            row, extras = _train_and_score(config, out_dir, data, group)
+            finished = _finished_run(config) if reuse else None
+            if finished is not None:
+                print(f"\n== {model_name}, seed {seed}: finished earlier in "
+                      f"{config.output_dir}", flush=True)  # fmt: skip
+                row, extras = finished
+            else:
+                shutil.rmtree(config.output_dir, ignore_errors=True)  # the demo's earlier run
+                print(f"\n== {model_name}, seed {seed}: {config.optim.epochs} epochs", flush=True)
+                row, extras = _train_and_score(config, out_dir, data, group)
+                _write_record(config, row, extras)
             runs.append(row)
             name = model_name if seeds == 1 else f"{model_name} (seed {seed})"
             histories[name] = extras["history"]

@@ -5,7 +5,9 @@ decide how soon SIFA-Net learns the order of the motions. This benchmark trains 
 with seeds ``0 .. N-1`` on the synthetic data, then again on a copy of the same videos
 re-encoded by ``sifa prepare`` at another x264 CRF (every frame a few grey levels off, as
 another machine's encoder might make them), and checks the demo's promise on every run:
-SIFA-Net at least ``sifa_goal`` validation top-1, C2D at most ``c2d_goal``.
+SIFA-Net at least ``sifa_goal`` validation top-1, C2D at most ``c2d_goal``. Runs finished
+earlier in the output folder with the same settings are kept, so an interrupted benchmark
+(hours on a CPU) goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def run_demo_benchmark(
     for label, folder in versions.items():
         print(f"\n==== {label} data: {folder}", flush=True)
         results = run_demo(out / label.replace(" ", ""), models=models, seeds=seeds,
-                           data_dir=folder, progress=progress)  # fmt: skip
+                           data_dir=folder, progress=progress, reuse=True)  # fmt: skip
         found += verdicts(label, results, sifa_goal, c2d_goal)
     print("\n" + format_verdicts(found, seeds))
     return found
