@@ -1440,6 +1440,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C raises ``KeyboardInterrupt``, so that every command stops
     as cleanly on SIGTERM (a scheduler, ``kill``, a container stopping) as on Ctrl-C."""
 
+    signal_number = signal.SIGTERM
+
 
 def _raise_terminated(number, frame) -> None:
     raise Terminated
@@ -1463,8 +1465,10 @@ def sigterm_as_interrupt():
 
 
 def stop_outcome(stop: KeyboardInterrupt) -> tuple[str, int]:
-    """What to print and the exit status for a command stopped by Ctrl-C or SIGTERM."""
-    if isinstance(stop, Terminated):
+    """What to print and the exit status for a command stopped by Ctrl-C or SIGTERM (a
+    ``KeyboardInterrupt`` that names another signal in ``signal_number`` stands for it)."""
+    number = getattr(stop, "signal_number", signal.SIGINT)
+    if number == signal.SIGTERM:
         return "terminated (SIGTERM)", 128 + signal.SIGTERM
     return "interrupted", 128 + signal.SIGINT
 

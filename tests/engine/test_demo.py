@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from sifa.engine.checkpoint import resolve_checkpoint
 from sifa.engine.config import load_config
 from sifa.engine.demo import _pair_scores, run_demo
 from sifa.engine.evaluate import evaluate_checkpoint
+from sifa.engine.trainer import TrainResult
 
 
 def test_pair_and_order_scores():
@@ -131,3 +134,32 @@ def test_reuse_keeps_runs_finished_with_the_same_settings(tmp_path, monkeypatch)
     run_demo(out, models=("c2d_resnet18",), epochs=1, data=data, progress=False, seeds=2,
              reuse=True)  # fmt: skip
     assert trained == [2, 0, 0, 0, 1]
+
+
+def test_a_signal_during_a_run_stops_the_demo_instead_of_scoring_it(tmp_path, monkeypatch):
+    data = SyntheticConfig(videos_per_class=8, val_videos_per_class=2, frames=8, num_pairs=1)
+    out = tmp_path / "demo"
+    trained = []
+
+    def stopped_by_sigterm(config):  # what train returns when SIGTERM stops it
+        trained.append(config.seed)
+        return TrainResult(Path(config.output_dir), interrupted=signal.SIGTERM)
+
+    monkeypatch.setattr(demo, "train", stopped_by_sigterm)
+    with pytest.raises(demo.RunStopped) as stop:
+        run_demo(out, models=("c2d_resnet18",), epochs=1, data=data, progress=False, seeds=3)
+    assert stop.value.signal_number == signal.SIGTERM
+    assert trained == [0]  # no next seed
+    assert not (out / "results.json").exists()
+    assert not (out / "c2d_resnet18" / demo.RUN_RECORD).exists()  # not reused as finished
+
+
+def test_the_demo_stopped_by_sigterm_exits_as_terminated(monkeypatch, capsys):
+    from sifa.cli import main
+
+    def run_demo_stopped(*args, **kwargs):
+        raise demo.RunStopped(signal.SIGTERM, Path("runs/demo/sifa_resnet18"))
+
+    monkeypatch.setattr(demo, "run_demo", run_demo_stopped)
+    assert main(["demo"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip().endswith("sifa demo: terminated (SIGTERM)")

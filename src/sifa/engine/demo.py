@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -115,12 +116,23 @@ def run_folder(out_dir: Path, model: str, seed: int) -> Path:
     return out_dir / (model if seed == 0 else f"{model}-seed{seed}")
 
 
+class RunStopped(KeyboardInterrupt):
+    """A signal stopped a run's training (which saved its checkpoint): the demo stops there,
+    rather than score a half-trained run and go on with the next one."""
+
+    def __init__(self, signal_number: int, output_dir: Path) -> None:
+        super().__init__(f"{signal.Signals(signal_number).name} stopped the run in {output_dir}")
+        self.signal_number = signal_number
+
+
 def _train_and_score(config, out_dir: Path, data: SyntheticConfig, group) -> tuple[dict, dict]:
     """Train one run and score its checkpoint; ``(row, what the plots need)``."""
     model_name = config.model.name
     start = time.perf_counter()
     result = train(config)
     seconds = time.perf_counter() - start
+    if result.interrupted:
+        raise RunStopped(result.interrupted, result.output_dir)
     # What `sifa eval --checkpoint RUN` scores: best, else last, with the test views.
     checkpoint = resolve_checkpoint(result.output_dir)
     print(f"{model_name} (seed {config.seed}): scoring {checkpoint}", flush=True)
