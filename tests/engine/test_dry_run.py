@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -11,7 +12,14 @@ import torch
 
 from sifa.cli import main
 from sifa.engine.checkpoint import load_weights
-from sifa.engine.dry_run import dry_run, duration, format_dry_run, rate, training_share
+from sifa.engine.dry_run import (
+    dry_run,
+    duration,
+    estimate,
+    format_dry_run,
+    rate,
+    training_share,
+)
 
 from training_fixtures import tiny_config, write_config
 
@@ -133,7 +141,7 @@ def test_videos_kept_in_memory_make_the_later_epochs_cheaper(tiny_data, tmp_path
     # Later epochs: the independent formula at the in-memory rate, slowed down as much as
     # the real steps were slowed down from it at the decoding rate.
     slowdown = (4 / report.training_clips_per_s) / (4 / report.loader_clips_per_s + model)
-    later = 3 * slowdown * (4 / report.cached_loader_clips_per_s + model)
+    later = 3 * max(1, slowdown) * (4 / report.cached_loader_clips_per_s + model)
     assert report.train_epoch_s == pytest.approx(first)
     assert report.cached_epoch_s == pytest.approx(later)
     assert len(report.validation_timings) == 2  # the decoding validation, on two parts
@@ -143,6 +151,15 @@ def test_videos_kept_in_memory_make_the_later_epochs_cheaper(tiny_data, tmp_path
     assert report.run_s == pytest.approx(run)
     text = " ".join(format_dry_run(report).split())
     assert "decoding the videos; later ones" in text and "from memory (data.cache_videos" in text
+
+    # A loader timed while the machine was busy (real steps then outrun the loader alone):
+    # later epochs are still no faster than the model and the memory reads alone.
+    disturbed = dataclasses.replace(report, loader_clips_per_s=report.loader_clips_per_s / 1000,
+                                    notes=[])  # fmt: skip
+    estimate(disturbed)
+    assert disturbed.cached_epoch_s == pytest.approx(3 * (4 / report.cached_loader_clips_per_s
+                                                          + model))  # fmt: skip
+    assert any("the timings disagree" in note for note in disturbed.notes)
 
 
 def test_videos_kept_by_loader_workers_are_estimated_at_the_decoding_rate(tiny_data, tmp_path):

@@ -504,7 +504,11 @@ def estimate(report: DryRunReport) -> None:
         report.cached_loader_clips_per_s
     ):
         # The real steps' slowdown over the independent formula, carried over to memory reads.
-        slowdown = report.update_s / independent_update_s(report, report.loader_clips_per_s)
+        # Never a speed-up: real steps faster than the formula mean a timing was disturbed (a
+        # loader slowed by a busy machine), and a later epoch cannot beat the model alone.
+        slowdown = max(
+            1.0, report.update_s / independent_update_s(report, report.loader_clips_per_s)
+        )
         report.cached_epoch_s = (
             report.updates_per_epoch
             * slowdown
