@@ -183,7 +183,7 @@ def test_every_command_and_option_has_help_text():
 def test_run_folders_are_not_tracked():
     from pathlib import Path
 
-    ignored = (Path(__file__).parents[1] / ".gitignore").read_text().split()
+    ignored = (Path(__file__).parents[2] / ".gitignore").read_text().split()
     assert "runs/" in ignored
 
 
