@@ -394,8 +394,8 @@ def test_predict_whole_video_matches_the_model(trained_run, real_video, capsys):
     """Whole-video scores against the model run by hand on the same views."""
     from sifa.cli import main
     from sifa.data.decoding import PyAVReader
+    from sifa.data.presets import eval_transform
     from sifa.data.sampling import DenseSampler
-    from sifa.data.transforms import eval_transform
 
     assert main(["predict", str(real_video), "--checkpoint", str(trained_run), "--topk", "2",
                  "--json", "--device", "cpu"]) == 0  # fmt: skip

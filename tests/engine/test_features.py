@@ -18,8 +18,8 @@ from safetensors import safe_open
 
 from sifa.cli import main
 from sifa.data.decoding import VideoError, open_video
+from sifa.data.presets import eval_transform
 from sifa.data.sampling import DenseSampler
-from sifa.data.transforms import eval_transform
 from sifa.engine.checkpoint import load_model, resolve_checkpoint
 from sifa.engine.features import FeatureExtractor, pool_features
 from sifa.models import create_model

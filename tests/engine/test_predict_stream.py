@@ -18,9 +18,9 @@ import torch
 
 from sifa.cli import main
 from sifa.data.encoding import H264Writer
+from sifa.data.presets import eval_transform
 from sifa.data.sampling import DenseSampler
 from sifa.data.synthetic import render_clip, write_video
-from sifa.data.transforms import eval_transform
 from sifa.engine.annotate import draw_predictions
 from sifa.engine.checkpoint import load_model
 from sifa.engine.predict import Predictor

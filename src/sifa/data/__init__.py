@@ -21,9 +21,10 @@ from sifa.data.decoding import (
     open_video,
 )
 from sifa.data.loader import make_loader, seed_worker, set_epoch
+from sifa.data.presets import eval_transform, train_transform
 from sifa.data.rand_augment import AugmentOp, RandAugment, RandAugmentParams
 from sifa.data.sampling import DenseSampler, SegmentSampler
-from sifa.data.transforms import RandomErasing, eval_transform, train_transform
+from sifa.data.transforms import RandomErasing
 
 __all__ = [
     "FORMATS",

@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sifa.data.datasets import VideoClipDataset
+from sifa.data.presets import eval_transform, train_transform
 from sifa.data.sampling import DenseSampler, SegmentSampler
-from sifa.data.transforms import Compose, eval_transform, train_transform
+from sifa.data.transforms import Compose
 from sifa.engine.checkpoint import read_metadata, resolve_checkpoint
 from sifa.engine.config import ConfigError, check_lr_scales, dataset_spec
 from sifa.engine.schedule import WarmupCosine

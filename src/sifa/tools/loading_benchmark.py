@@ -8,7 +8,7 @@ quality 90) before timing.
 
 :func:`benchmark_prepared` compares each video with its copy made by ``sifa prepare``
 (:mod:`sifa.data.prepare`): the same training clips (``clip_len`` frames from a random start,
-:func:`~sifa.data.transforms.train_transform`'s random resized crop, flip and normalisation, the
+:func:`~sifa.data.presets.train_transform`'s random resized crop, flip and normalisation, the
 same seeds) read from the original and from the copy, per decoder. Its colour augmentations
 (jitter, grey, blur) cost the same whatever the source, so they are left out unless
 ``augment=True``.
@@ -29,6 +29,7 @@ from sifa.data.datasets import VideoClipDataset
 from sifa.data.decoding import backend_available, open_video
 from sifa.data.loader import make_loader
 from sifa.data.prepare import PrepareSettings, prepare_video
+from sifa.data.presets import train_transform
 from sifa.data.sampling import DenseSampler
 from sifa.data.transforms import (
     IMAGENET_MEAN,
@@ -39,7 +40,6 @@ from sifa.data.transforms import (
     ResizeShortSide,
     ToCTHW,
     ToFloatClip,
-    train_transform,
 )
 from sifa.tools.threads import using_threads
 
