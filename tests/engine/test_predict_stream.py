@@ -122,7 +122,7 @@ def test_out_video_draws_each_window_s_labels(trained_run, tmp_path, monkeypatch
     def probabilities(self, reader, first, count, clips):
         return torch.eye(classes)[(first // FPS) % 2]
 
-    monkeypatch.setattr(Predictor, "_probabilities", probabilities)
+    monkeypatch.setattr(Predictor, "probabilities", probabilities)
     out_video = tmp_path / "out" / "annotated.mp4"
     assert main(["predict", str(video), "--checkpoint", str(trained_run), "--topk", "1",
                  "--window-seconds", "1", "--out-video", str(out_video), "--json",
@@ -170,7 +170,7 @@ def test_a_slow_prediction_skips_to_the_newest_window(trained_run, tmp_path, mon
         if len(puts) == 24:  # all frames have arrived (16 in the queue)
             arrived.set()
 
-    probabilities = Predictor._probabilities
+    probabilities = Predictor.probabilities
 
     def slow_probabilities(self, reader, first, count, clips):
         calls.append(count)
@@ -180,7 +180,7 @@ def test_a_slow_prediction_skips_to_the_newest_window(trained_run, tmp_path, mon
         return probabilities(self, reader, first, count, clips)
 
     monkeypatch.setattr(PredictionStream, "_put", staticmethod(gated_put))
-    monkeypatch.setattr(Predictor, "_probabilities", slow_probabilities)
+    monkeypatch.setattr(Predictor, "probabilities", slow_probabilities)
     stream = Predictor(trained_run, device="cpu").stream(video, stride_seconds=0.5,
                                                          skip_late=True)  # fmt: skip
     predictions = list(stream)

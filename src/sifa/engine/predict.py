@@ -37,8 +37,9 @@ class Predictor:
         return build_sampler(self.config, training=False, clips=clips)
 
     @torch.no_grad()
-    def _probabilities(self, reader, first: int, count: int, clips: int) -> torch.Tensor:
-        """Average class probabilities of ``clips`` clips within frames ``[first, first+count)``."""
+    def probabilities(self, reader, first: int, count: int, clips: int) -> torch.Tensor:
+        """Average class probabilities of ``clips`` clips within frames ``[first, first+count)``
+        of ``reader`` (an open video, or anything with ``read(indices) -> uint8 (N, H, W, 3)``)."""
         indices = self._sampler(clips)(count) + first
         frames = reader.read(indices.reshape(-1))
         views = []
@@ -48,7 +49,8 @@ class Predictor:
         logits = self.model(torch.cat(views).to(self.device))
         return logits.float().softmax(-1).mean(0).cpu()
 
-    def _top(self, probabilities: torch.Tensor, k: int) -> list[dict]:
+    def top(self, probabilities: torch.Tensor, k: int) -> list[dict]:
+        """The ``k`` most probable classes, ``[{"label", "score"}]``, scores rounded to 6 places."""
         scores, labels = probabilities.topk(min(k, len(self.class_names)))
         return [
             {"label": self.class_names[i], "score": round(float(s), 6)}
@@ -63,26 +65,26 @@ class Predictor:
             info = reader.info
             result = {"video": str(video), "frames": info.num_frames, "fps": info.fps}
             if not window_seconds:
-                probabilities = self._probabilities(
+                probabilities = self.probabilities(
                     reader, 0, info.num_frames, self.config.data.test_clips
                 )
-                return {**result, "top": self._top(probabilities, topk)}
+                return {**result, "top": self.top(probabilities, topk)}
             if not info.fps:
                 raise ValueError(f"{video}: no frame rate, so --window-seconds cannot apply")
             length = window_length(window_seconds, info.fps)
             windows, total = [], torch.zeros(len(self.class_names))
             for first in range(0, info.num_frames, length):
                 count = min(length, info.num_frames - first)
-                probabilities = self._probabilities(reader, first, count, 1)
+                probabilities = self.probabilities(reader, first, count, 1)
                 total += probabilities
                 windows.append(
                     {
                         "start_s": round(reader.frame_time(first), 3),
                         "end_s": round(reader.frame_time(first + count), 3),
-                        "top": self._top(probabilities, topk),
+                        "top": self.top(probabilities, topk),
                     }
                 )
-        return {**result, "top": self._top(total / len(windows), topk), "windows": windows}
+        return {**result, "top": self.top(total / len(windows), topk), "windows": windows}
 
     def annotate(
         self,

@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from sifa.data.decoding import VideoDecodeError, ffmpeg_reason, open_video_strea
 from sifa.engine.annotate import draw_predictions, even_crop
 
 if TYPE_CHECKING:
-    from sifa.engine.predict import Predictor
+    from omegaconf import DictConfig
 
 _END = object()  # the decoding thread's last item
 
@@ -66,8 +66,21 @@ class _Failure:
 _POLL_S = 0.1  # how often blocked queue operations look at the stop flag
 
 
+class StreamPredictor(Protocol):
+    """What a stream needs of a predictor: :class:`sifa.engine.predict.Predictor` is one."""
+
+    config: DictConfig  # the training config: its ``data`` sampling sets the window
+
+    def probabilities(self, reader, first: int, count: int, clips: int) -> torch.Tensor:
+        """Average class probabilities of ``clips`` clips within frames ``[first, first+count)``
+        of ``reader`` (anything with ``read(indices) -> uint8 (N, H, W, 3)``)."""
+
+    def top(self, probabilities: torch.Tensor, k: int) -> list[dict]:
+        """The ``k`` most probable classes, ``[{"label", "score"}]``."""
+
+
 class _Frames:
-    """The buffered frames as a reader for :meth:`Predictor._probabilities`."""
+    """The buffered frames as a reader for :meth:`StreamPredictor.probabilities`."""
 
     def __init__(self, frames) -> None:
         self.frames = frames  # a sequence of uint8 (H, W, 3) arrays
@@ -100,7 +113,7 @@ class PredictionStream:
 
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: StreamPredictor,
         source: str | os.PathLike,
         *,
         stride_seconds: float = 1.0,
@@ -165,7 +178,7 @@ class PredictionStream:
         context = self._stream.codec_context
         if context.height and context.width:
             blank = np.zeros((context.height, context.width, 3), dtype=np.uint8)
-            self.predictor._probabilities(_Frames([blank] * self.window), 0, self.window, 1)
+            self.predictor.probabilities(_Frames([blank] * self.window), 0, self.window, 1)
 
     def __iter__(self) -> Iterator[dict]:
         if self._iterator is None:
@@ -246,8 +259,8 @@ class PredictionStream:
 
     def _predict(self, buffer: deque, end: int, arrival: float) -> dict:
         predictor = self.predictor
-        probabilities = predictor._probabilities(_Frames(buffer), 0, len(buffer), 1)
-        top = predictor._top(probabilities, self.topk)
+        probabilities = predictor.probabilities(_Frames(buffer), 0, len(buffer), 1)
+        top = predictor.top(probabilities, self.topk)
         latency = time.perf_counter() - arrival
         self.predictions += 1
         self.latencies.append(latency)
