@@ -189,12 +189,12 @@ def test_run_folders_are_not_tracked():
 
 def test_ctrl_c_is_one_line_and_exit_status_130(monkeypatch, capsys):
     """Ctrl-C in a command that does not handle it itself (here while the model is built)."""
-    import sifa.tools.flops
+    import sifa.models.complexity
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sifa.tools.flops, "model_complexity", interrupted)
+    monkeypatch.setattr(sifa.models.complexity, "model_complexity", interrupted)
     assert main(["flops", "sifa_resnet50"]) == 130
     err = capsys.readouterr().err
     assert err == "sifa flops: interrupted\n"
@@ -205,7 +205,7 @@ def test_sigterm_is_one_line_and_exit_status_143(monkeypatch, capsys):
     into the same clean stop as Ctrl-C, and the default action is back afterwards."""
     import signal
 
-    import sifa.tools.flops
+    import sifa.models.complexity
 
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
@@ -214,7 +214,7 @@ def test_sigterm_is_one_line_and_exit_status_143(monkeypatch, capsys):
         assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(sifa.tools.flops, "model_complexity", terminated)
+    monkeypatch.setattr(sifa.models.complexity, "model_complexity", terminated)
     assert main(["flops", "sifa_resnet50"]) == 143
     assert capsys.readouterr().err == "sifa flops: terminated (SIGTERM)\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

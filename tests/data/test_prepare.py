@@ -425,7 +425,7 @@ def test_a_frame_list_source_is_refused(tmp_path):
 
 
 def test_loading_benchmark_compares_originals_with_prepared_copies(tmp_path):
-    from sifa.tools.loading_benchmark import benchmark_prepared, format_prepared
+    from sifa.benchmarks.data import benchmark_prepared, format_prepared
 
     video = write_mp4(tmp_path / "v.mp4", gradient_frames(12, 64, 96), fps=10)
     results = benchmark_prepared(

@@ -8,10 +8,10 @@ from dataclasses import asdict
 
 import torch
 
+from sifa.benchmarks.kernels import ARCHES
+from sifa.benchmarks.ops import DTYPES, SHAPES
 from sifa.cli.common import torch_threads
 from sifa.ops.backends import BACKENDS
-from sifa.tools.kernel_report import ARCHES
-from sifa.tools.op_benchmark import DTYPES, SHAPES
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -89,7 +89,7 @@ def _register_models(targets: argparse._SubParsersAction) -> None:
 
 
 def _benchmark_models(args: argparse.Namespace) -> None:
-    from sifa.tools.benchmark import benchmark_models, format_benchmark
+    from sifa.benchmarks.models import benchmark_models, format_benchmark
 
     threads = args.threads or torch_threads()
     results = benchmark_models(
@@ -135,8 +135,8 @@ def _register_op(targets: argparse._SubParsersAction) -> None:
 
 
 def _benchmark_op(args: argparse.Namespace) -> None:
+    from sifa.benchmarks.ops import as_dicts, benchmark_op, format_op_benchmark
     from sifa.ops.backends import unavailable_reason
-    from sifa.tools.op_benchmark import as_dicts, benchmark_op, format_op_benchmark
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA device here")
@@ -199,7 +199,7 @@ def _register_kernels(targets: argparse._SubParsersAction) -> None:
 
 
 def _benchmark_kernels(args: argparse.Namespace) -> None:
-    from sifa.tools.kernel_report import (
+    from sifa.benchmarks.kernels import (
         KernelReportError,
         as_dicts,
         format_kernel_report,
@@ -262,7 +262,7 @@ def _register_demo(targets: argparse._SubParsersAction) -> None:
 
 
 def _benchmark_demo(args: argparse.Namespace) -> int:
-    from sifa.tools.demo_benchmark import run_demo_benchmark
+    from sifa.benchmarks.demo import run_demo_benchmark
 
     found = run_demo_benchmark(
         args.out, seeds=args.seeds, crf=args.crf or None, models=tuple(args.models),
@@ -319,8 +319,8 @@ def _register_data(targets: argparse._SubParsersAction) -> None:
 
 
 def _benchmark_data(args: argparse.Namespace) -> None:
+    from sifa.benchmarks.data import benchmark_loading, format_loading
     from sifa.data.decoding import backend_available
-    from sifa.tools.loading_benchmark import benchmark_loading, format_loading
 
     backends = args.backends or [b for b in ("pyav", "decord", "frames") if backend_available(b)[0]]
     if args.prepared:
@@ -348,7 +348,7 @@ def _benchmark_data(args: argparse.Namespace) -> None:
 
 
 def _benchmark_prepared(args: argparse.Namespace, backends: list[str]) -> None:
-    from sifa.tools.loading_benchmark import benchmark_prepared, format_prepared
+    from sifa.benchmarks.data import benchmark_prepared, format_prepared
 
     results = benchmark_prepared(
         args.videos or None,
@@ -405,7 +405,7 @@ def _register_augment(targets: argparse._SubParsersAction) -> None:
 
 
 def _benchmark_augment(args: argparse.Namespace) -> None:
-    from sifa.tools.augment_benchmark import benchmark_augment, format_augment, kornia_version
+    from sifa.benchmarks.augment import benchmark_augment, format_augment, kornia_version
 
     version = None if args.no_kornia else kornia_version()
     results = benchmark_augment(
@@ -491,7 +491,7 @@ def _register_inference(targets: argparse._SubParsersAction) -> None:
 
 
 def _benchmark_inference(args: argparse.Namespace) -> None:
-    from sifa.tools.inference_benchmark import (
+    from sifa.benchmarks.inference import (
         benchmark_inference,
         describe_setting,
         format_inference,

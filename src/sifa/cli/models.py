@@ -43,7 +43,7 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _flops(args: argparse.Namespace) -> None:
-    from sifa.tools.flops import format_complexity, model_complexity
+    from sifa.models.complexity import format_complexity, model_complexity
 
     switches = parse_switches(args.switches)
     if args.frame_interval < 1:

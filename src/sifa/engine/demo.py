@@ -29,7 +29,7 @@ from sifa.engine.evaluate import score_videos
 from sifa.engine.metrics import classification_report, plot_confusion_matrix, plot_training_curves
 from sifa.engine.trainer import train
 from sifa.files import replace_atomically
-from sifa.tools.flops import model_complexity
+from sifa.models.complexity import model_complexity
 
 DEMO_MODELS = ("sifa_resnet18", "c2d_resnet18", "tsm_resnet18")
 # 8 frames: two 4-frame motion phases, one stem window each, so the order of the phases is

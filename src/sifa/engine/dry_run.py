@@ -73,10 +73,10 @@ from tqdm import tqdm
 
 from sifa.data.datasets import UnreadableVideo, VideoClipDataset
 from sifa.data.loader import set_epoch
+from sifa.engine import resources
 from sifa.engine.config import ConfigError
 from sifa.engine.evaluate import score_videos
 from sifa.engine.trainer import Trainer, validates_after
-from sifa.tools import memory
 
 DEFAULT_UPDATES = 5
 LINE_WIDTH = 100  # of the table
@@ -178,9 +178,9 @@ def _workers_memory() -> tuple[float | None, float | None]:
     """The largest peak resident memory of one running child process (the loader's workers),
     and their private memory now, together; ``(None, None)`` without ``/proc``."""
     try:
-        pids = memory.child_pids()
-        peaks = [memory.peak_mib(pid) for pid in pids]
-        private = sum(memory.private_mib(pid) for pid in pids)
+        pids = resources.child_pids()
+        peaks = [resources.peak_mib(pid) for pid in pids]
+        private = sum(resources.private_mib(pid) for pid in pids)
     except OSError:
         return None, None
     return (max(peaks), private) if peaks else (None, None)
@@ -195,7 +195,7 @@ def _describe(device: torch.device) -> str:
 
 def _main_peak_mib() -> float | None:
     try:
-        return memory.peak_mib()
+        return resources.peak_mib()
     except OSError:  # no /proc: not Linux
         return None
 
@@ -330,7 +330,7 @@ def dry_run(
         )
     if updates < 1:
         raise ValueError(f"--dry-run-updates must be at least 1, got {updates}")
-    peak_reset = memory.reset_peak()
+    peak_reset = resources.reset_peak()
     if progress:
         print("dry run: building the run (datasets, loader, model, optimiser)", file=sys.stderr)
     begin = time.perf_counter()

@@ -72,7 +72,7 @@ def _tl_dtype(dtype: torch.dtype):
 @dataclass(frozen=True)
 class Launch:
     """One kernel launch, built before it runs: :func:`forward` and :func:`backward` run
-    them, and :mod:`sifa.tools.kernel_report` compiles exactly these for a GPU it need not
+    them, and :mod:`sifa.benchmarks.kernels` compiles exactly these for a GPU it need not
     have (same arguments, so the same specialisation)."""
 
     name: str

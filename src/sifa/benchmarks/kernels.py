@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from sifa.tools.op_benchmark import DTYPES, SHAPES
+from sifa.benchmarks.ops import DTYPES, SHAPES
 
 REGISTERS_PER_SM = 65536  # every CUDA architecture since Volta
 ARCHES = (80, 86, 89, 90, 100, 120)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from sifa.tools.memory import peak_mib, reset_peak, rss_mib
+from sifa.engine.resources import peak_mib, reset_peak, rss_mib
 
 SHAPES = ((64, 56), (128, 28), (256, 14), (512, 7))  # (channels, height = width)
 CONV = "conv1x3x3"

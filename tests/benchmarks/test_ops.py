@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+from sifa.benchmarks.ops import CONV, benchmark_op, format_op_benchmark
 from sifa.cli import main
-from sifa.tools.op_benchmark import CONV, benchmark_op, format_op_benchmark
 
 from backend_params import require_cpu_kernel
 

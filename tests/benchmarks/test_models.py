@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sifa.tools.benchmark import StepTimes, baseline_of, benchmark_models, format_benchmark
+from sifa.benchmarks.models import StepTimes, baseline_of, benchmark_models, format_benchmark
 
 
 def test_benchmark_measures_and_tabulates_ratios():
@@ -59,7 +59,7 @@ def test_a_failing_model_is_named():
 
 
 def test_models_take_turns_step_by_step(monkeypatch):
-    from sifa.tools import benchmark
+    from sifa.benchmarks import models
 
     calls = []
 
@@ -76,8 +76,8 @@ def test_models_take_turns_step_by_step(monkeypatch):
         def sync(self):
             pass
 
-    monkeypatch.setattr(benchmark, "_Steps", Recorder)
-    times = benchmark._measure_times(
+    monkeypatch.setattr(models, "_Steps", Recorder)
+    times = models._measure_times(
         ["a", "b"], 1, 8, 32, warmup=1, repeats=2, threads=None, device="cpu", precision="float32"
     )
     turns = [("infer", "a"), ("infer", "b")] * 3 + [("train", "a"), ("train", "b")] * 3

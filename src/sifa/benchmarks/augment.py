@@ -20,7 +20,7 @@ import torch
 
 from sifa.data.rand_augment import RELEASED_OPS, STANDARD_OPS, RandAugment, RandAugmentParams
 from sifa.data.transforms import RandomErasing
-from sifa.tools.threads import using_threads
+from sifa.engine.resources import using_threads
 
 # kornia.augmentation.auto.rand_augment.ops factory and magnitude range of each operation
 # (kornia's RandAugment defaults; translations as fractions of the size, near torchvision's).

@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from sifa.cli import main
-from sifa.data.rand_augment import RELEASED_OPS, STANDARD_OPS
-from sifa.tools.augment_benchmark import (
+from sifa.benchmarks.augment import (
     AugmentResult,
     benchmark_augment,
     format_augment,
     kornia_version,
 )
+from sifa.cli import main
+from sifa.data.rand_augment import RELEASED_OPS, STANDARD_OPS
 
 TINY = {"frames": 2, "size": 16, "repeats": 1}
 

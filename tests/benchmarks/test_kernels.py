@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from sifa.tools.kernel_report import memory_instructions
+from sifa.benchmarks.kernels import memory_instructions
 
 PTX = """
 	ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];
@@ -45,7 +45,7 @@ def _without_interpreter() -> dict[str, str]:
 
 SCRIPT = """
 import json
-from sifa.tools.kernel_report import as_dicts, kernel_report
+from sifa.benchmarks.kernels import as_dicts, kernel_report
 print(json.dumps({
     "float32": as_dicts(kernel_report()),
     "bfloat16": as_dicts(kernel_report(dtype="bfloat16", shapes=((128, 28), (512, 7)))),

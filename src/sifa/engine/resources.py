@@ -1,9 +1,14 @@
-"""Resident memory of processes (Linux ``/proc``), for the benchmarks' and the training dry
-run's measurements."""
+"""What a process uses of the machine: its resident memory (Linux ``/proc``), for the
+benchmarks' and the training dry run's measurements, and torch's CPU thread count set for a
+while, for the benchmarks."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
 
 
 def rss_mib() -> float:
@@ -59,3 +64,16 @@ def private_mib(pid: int | str = "self") -> float:
             if line.startswith(("Private_Clean:", "Private_Dirty:")):
                 total += int(line.split()[1])
     return total / 1024
+
+
+@contextmanager
+def using_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` inside the block (``None``: left alone), the
+    previous count restored after."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from sifa.cli import main
-from sifa.tools.inference_benchmark import (
+from sifa.benchmarks.inference import (
     FPS,
     benchmark_inference,
     describe_setting,
     expected_predictions,
     format_inference,
 )
+from sifa.cli import main
 
 TINY = {"models": ["sifa_resnet18"], "sizes": [32], "videos": [2], "batch_size": 2}
 

@@ -9,8 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import sifa
+from sifa.models.complexity import measure_complexity, model_complexity
 from sifa.ops import inter_frame_attention
-from sifa.tools.flops import measure_complexity, model_complexity
 
 
 def test_operator_count_is_six_macs_per_channel_and_tap():
@@ -141,7 +141,7 @@ def test_meta_device_count_equals_a_real_run():
 
 
 def test_cpu_attention_kernel_is_counted_like_the_meta_run():
-    # PyTorch counts nothing for its CPU flash attention kernel; sifa.tools.flops adds it.
+    # PyTorch counts nothing for its CPU flash attention kernel; sifa.models.complexity adds it.
     torch.manual_seed(0)
     real = measure_complexity(sifa.create_model("sifa_swin_t", num_classes=5), 8, 16)
     meta = model_complexity("sifa_swin_t", 8, 16, num_classes=5)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sifa.tools.memory import peak_mib, reset_peak, rss_mib
+from sifa.engine.resources import peak_mib, reset_peak, rss_mib
 
 
 @dataclass
@@ -161,7 +161,7 @@ def benchmark_models(
 ) -> list[StepTimes]:
     """Time the models' steps taking turns in one fresh process; measure each model's peak
     memory in a fresh process of its own."""
-    from sifa.tools.flops import model_complexity
+    from sifa.models.complexity import model_complexity
 
     memory = {
         name: _in_fresh_process(

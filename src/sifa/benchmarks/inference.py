@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from sifa.tools.threads import using_threads
+from sifa.engine.resources import using_threads
 
 FPS = 25  # frames per second of the synthetic videos
 RENDER_SIZE = 64  # the synthetic task's frames are drawn at this size, then resized
