@@ -330,7 +330,12 @@ class SwinVideo(nn.Module):
 
     Args:
         temporal: ``"sifa"`` (SIFA-Transformer) or ``"none"`` (per-frame Swin).
-        embed_dim, depths, num_heads, window_size, patch_size, mlp_ratio: Swin's.
+        embed_dim: Swin's embedding width (of the first stage).
+        depths: Swin's blocks per stage.
+        num_heads: Swin's attention heads per stage.
+        window_size: Swin's attention window.
+        patch_size: Swin's spatial patch.
+        mlp_ratio: Swin's MLP width over the embedding width.
         tubelet_size: frames per token (the patch embedding's temporal kernel and stride).
         drop_path_rate: stochastic depth, rising linearly from 0 to this over the blocks.
         dropout: before the classifier.

@@ -62,9 +62,12 @@ class InterFrameAttention(nn.Module):
 
     Args:
         channels: ``C`` of the clips.
-        kernel_size, dilation, groups, scale, normalize: the operator's switches (see
-            :func:`sifa.ops.inter_frame_attention`); defaults follow the released code
-            (``scale="1/C"``, ``normalize="none"``).
+        kernel_size: the operator's neighbourhood size ``k`` (see
+            :func:`sifa.ops.inter_frame_attention`, as for the next three).
+        dilation: the operator's tap spacing.
+        groups: the operator's channel groups.
+        scale: the operator's score scale; the default follows the released code.
+        normalize: the operator's normalisation; the default follows the released code.
         msm: motion saliency ``"official"`` (released code, default) or ``"paper"``.
         offset_init: ``"zero"`` (default, the authors' intent: SIFA starts as attention over
             a regular window) or ``"kaiming"`` (what the released code actually did:
