@@ -67,7 +67,7 @@ DEMO_RECIPE = {
         "clip_grad_norm": 5.0,
         # SIFA's offsets at a tenth of the rate: at the full rate AdamW moved them 1.5 to 2.7
         # feature-map pixels in the first epoch, on maps of 8, 4 and 2 pixels, and the order was
-        # learned late or not at all in one seed in two (README, "The demo").
+        # learned late or not at all in one seed in two (docs/demo.md).
         "offset_lr_scale": 0.1,
     },
     "eval_every": 2,
