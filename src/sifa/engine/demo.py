@@ -204,6 +204,8 @@ def _finished_run(config) -> tuple[dict, dict] | None:
         return None
     if not isinstance(record, dict) or record.get("config") != _recorded_config(config):
         return None
+    if not {"row", "history", "confusion", "class_names"} <= record.keys():
+        return None  # written by another version, or damaged: train again
     extras = {
         "history": record["history"],
         "confusion": np.asarray(record["confusion"]),
