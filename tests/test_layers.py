@@ -31,6 +31,7 @@ LAYERS = {
     "sifa.tools": 5,
     "sifa.deploy": 5,
     "sifa.benchmarks": 5,
+    "sifa.serve": 6,
     "sifa.cli": 7,
     "sifa.__main__": 7,  # python -m sifa runs the CLI
 }

@@ -19,6 +19,7 @@ from sifa.cli import (
     models,
     predict,
     prepare,
+    serve,
     train,
     visualize,
 )
@@ -32,6 +33,7 @@ COMMANDS = (
     train,
     evaluate,
     predict,
+    serve,
     features,
     demo,
     check_data,
