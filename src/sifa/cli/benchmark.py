@@ -26,6 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         _register_data,
         _register_augment,
         _register_inference,
+        _register_serve,
     ):
         register_target(targets)
 
@@ -514,3 +515,77 @@ def _benchmark_inference(args: argparse.Namespace) -> None:
     threads = args.threads or torch_threads()
     print(format_inference(results, describe_setting(results, threads, args.stride_seconds,
                                                      args.realtime)))  # fmt: skip
+
+
+def _register_serve(targets: argparse._SubParsersAction) -> None:
+    """The options of ``sifa benchmark serve``."""
+    serve_bench = targets.add_parser(
+        "serve",
+        help="sifa serve's requests/s and latency at 1, 4, 16 clients vs a Predictor loop",
+        description="In a temporary folder: a random-weight checkpoint (the model as `sifa "
+        "demo` trains it) and one synthetic video. A plain Predictor loop predicts on it, then "
+        "`sifa serve` (a child process on 127.0.0.1) answers clients sending it as fast as "
+        "they get answers, once per --max-batch; then the server's resident memory before and "
+        "after --memory-requests more requests. Needs the serve extra.",
+    )
+    serve_bench.add_argument(
+        "--model", default="sifa_resnet18", help="a registered model (default: sifa_resnet18)"
+    )
+    serve_bench.add_argument(
+        "--max-batch", type=int, nargs="+", default=[1, 8],
+        help="server batch sizes to compare (1: no batching)",
+    )  # fmt: skip
+    serve_bench.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 4, 16], help="concurrent clients"
+    )
+    serve_bench.add_argument(
+        "--requests", type=int, default=64, help="requests per row (each bounded by time too)"
+    )
+    serve_bench.add_argument(
+        "--memory-requests", type=int, default=1000,
+        help="requests between the two memory readings (0: no memory reading)",
+    )  # fmt: skip
+    serve_bench.add_argument(
+        "--frames", type=int, help="frames of the video (default: one clip of the model)"
+    )
+    serve_bench.add_argument(
+        "--threads", type=int, help="torch threads per process (default: torch's choice)"
+    )
+    serve_bench.add_argument(
+        "--max-seconds", type=float, default=120.0, help="time limit of each row"
+    )
+    serve_bench.add_argument("--json", action="store_true", help="print JSON instead")
+    serve_bench.set_defaults(run=_benchmark_serve)
+
+
+def _benchmark_serve(args: argparse.Namespace) -> None:
+    try:
+        from sifa.serve.benchmark import benchmark_serve, format_serve
+    except ModuleNotFoundError as error:
+        raise ValueError(f"the serve benchmark needs {error.name}: pip install 'sifa[serve]'")
+    for name in ("requests", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if any(n < 1 for n in [*args.max_batch, *args.clients]):
+        raise ValueError("--max-batch and --clients take numbers of at least 1")
+    result = benchmark_serve(
+        model=args.model,
+        max_batches=tuple(args.max_batch),
+        clients=tuple(args.clients),
+        requests=args.requests,
+        memory_requests=args.memory_requests,
+        frames=args.frames,
+        threads=args.threads,
+        max_seconds=args.max_seconds,
+    )
+    if args.json:
+        rows = [
+            {**asdict(row), "per_second": row.per_second, "p50_ms": row.percentile(0.5),
+             "p95_ms": row.percentile(0.95)}
+            for row in result.rows
+        ]  # fmt: skip
+        memory = asdict(result.memory) if result.memory else None
+        print(json.dumps({"model": result.model, "clip": result.clip, "threads": result.threads,
+                          "rows": rows, "memory": memory}, indent=2))  # fmt: skip
+        return
+    print(format_serve(result))

@@ -100,6 +100,7 @@ class Service:
         self.decoders = ThreadPoolExecutor(settings.workers, thread_name_prefix="sifa-decode")
         self.uploads = Path(tempfile.mkdtemp(prefix="sifa-serve-"))
         self.weights_sha256 = _sha256(predictor.checkpoint)
+        _warm_up(predictor)
         self._lock = threading.Lock()
         self.in_progress = 0
         self.answered = 0
@@ -316,6 +317,16 @@ def _shown_name(filename: str | None) -> str:
     return "".join(c for c in name if c.isprintable())[:200] or "upload"
 
 
+def _warm_up(predictor: Predictor) -> None:
+    """One model call on a blank clip before the first request: loading the operator's
+    kernels and the first call's allocations take seconds that no request should wait."""
+    import torch
+
+    data = predictor.config.data
+    size = data.test_crop_size
+    predictor.score(torch.zeros(1, 3, data.clip_len, size, size))
+
+
 def _without_windows(result: dict) -> dict:
     return {key: value for key, value in result.items() if key != "windows"}
 
@@ -416,7 +427,7 @@ def _add_api(app: FastAPI, service: Service) -> None:
                 service.release()
 
     @app.get("/v1/health")
-    def health() -> dict:
+    async def health() -> dict:
         """Whether the server is up, and how busy."""
         return {
             "status": "ok",
@@ -428,7 +439,7 @@ def _add_api(app: FastAPI, service: Service) -> None:
         }
 
     @app.get("/v1/model")
-    def model() -> dict:
+    async def model() -> dict:
         """The model: name, classes, clip sampling and test views, the weights' sha256."""
         return service.model_info()
 
