@@ -141,9 +141,13 @@ def test_annotate_answers_the_annotated_video_and_its_prediction(predictor, long
 
 def test_offsets_answer_a_png_and_a_clip_past_the_end_is_refused(predictor, long_clip):
     with serving(predictor) as client:
+        stages = client.get("/v1/model").json()["sifa_stages"]
+        every = [client.post(f"/v1/offsets?stage={s}", files=upload(long_clip)) for s in stages]
         picture = client.post("/v1/offsets?frame=0", files=upload(long_clip))
         past = client.post("/v1/offsets?frame=39", files=upload(long_clip))
         stage = client.post("/v1/offsets?stage=nowhere", files=upload(long_clip))
+    # Every stage the model lists has a frame pair to draw at its clip length.
+    assert stages and [a.status_code for a in every] == [200] * len(stages)
     assert picture.status_code == 200, picture.text
     assert picture.headers["content-type"] == "image/png"
     assert picture.content.startswith(b"\x89PNG\r\n\x1a\n")

@@ -562,7 +562,9 @@ def _benchmark_serve(args: argparse.Namespace) -> None:
     try:
         from sifa.serve.benchmark import benchmark_serve, format_serve
     except ModuleNotFoundError as error:
-        raise ValueError(f"the serve benchmark needs {error.name}: pip install 'sifa[serve]'")
+        raise ValueError(
+            f"the serve benchmark needs {error.name}: pip install 'sifa[serve]'"
+        ) from None
     for name in ("requests", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")

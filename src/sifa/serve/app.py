@@ -100,7 +100,7 @@ class Service:
         self.decoders = ThreadPoolExecutor(settings.workers, thread_name_prefix="sifa-decode")
         self.uploads = Path(tempfile.mkdtemp(prefix="sifa-serve-"))
         self.weights_sha256 = _sha256(predictor.checkpoint)
-        _warm_up(predictor)
+        self.sifa_stages = _warm_up(predictor)
         self._lock = threading.Lock()
         self.in_progress = 0
         self.answered = 0
@@ -267,7 +267,7 @@ class Service:
             "test_short_side": data.test_short_side,
             "weights": predictor.checkpoint.name,
             "weights_sha256": self.weights_sha256,
-            "sifa_stages": _sifa_stages(predictor.model),
+            "sifa_stages": self.sifa_stages,  # those with a frame pair at this clip length
             "device": str(predictor.device),
             "sifa_version": __version__,
             "limits": asdict(self.settings),
@@ -317,14 +317,24 @@ def _shown_name(filename: str | None) -> str:
     return "".join(c for c in name if c.isprintable())[:200] or "upload"
 
 
-def _warm_up(predictor: Predictor) -> None:
-    """One model call on a blank clip before the first request: loading the operator's
-    kernels and the first call's allocations take seconds that no request should wait."""
+def _warm_up(predictor: Predictor) -> list[str]:
+    """One model call on a blank clip before the first request (loading the operator's
+    kernels and the first call's allocations take seconds that no request should wait), which
+    also finds the SIFA stages that have a frame pair to draw at the model's clip length.
+    Returns those stages."""
     import torch
+
+    from sifa.tools.visualize import explain_clip, sifa_stages
 
     data = predictor.config.data
     size = data.test_crop_size
-    predictor.score(torch.zeros(1, 3, data.clip_len, size, size))
+    blank = torch.zeros(1, 3, data.clip_len, size, size, device=predictor.device)
+    if not sifa_stages(predictor.model):
+        predictor.score(blank)
+        return []
+    with torch.no_grad():
+        _, views = explain_clip(predictor.model, blank)
+    return [view.stage for view in views]
 
 
 def _without_windows(result: dict) -> dict:
@@ -337,12 +347,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(MEGABYTE), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _sifa_stages(model) -> list[str]:
-    from sifa.tools.visualize import sifa_stages
-
-    return list(sifa_stages(model))
 
 
 # The upload part of the POST routes, for the OpenAPI page (the body is parsed by the routes

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
