@@ -19,6 +19,7 @@ from sifa.cli import (
     models,
     predict,
     prepare,
+    publish,
     train,
     visualize,
 )
@@ -37,6 +38,7 @@ COMMANDS = (
     check_data,
     prepare,
     export,
+    publish,
     visualize,
     make_synthetic,
     backends,
