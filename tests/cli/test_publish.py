@@ -127,6 +127,10 @@ ERRORS = {
         "{run}/eval/eval_val.json evaluates {run}/checkpoints/last.safetensors, not "
         "{run}/checkpoints/best.safetensors",
     ),
+    "publish to a malformed repository id": (
+        lambda run, tmp: ["publish", str(run), str(tmp / "model"), "--push", "my org/x"],
+        "--push my org/x: not a Hub repository id (ORG/NAME): ",
+    ),
     "a hand-edited model folder": (
         lambda run, tmp: ["predict", "clip.mp4", "--checkpoint",
                           str(inconsistent_folder(run, tmp))],

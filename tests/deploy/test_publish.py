@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import subprocess
 from pathlib import Path
 from typing import ClassVar
 
@@ -218,6 +219,17 @@ def test_a_failed_write_leaves_the_destination_as_it_was(run, tmp_path, monkeypa
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_what_a_killed_publish_left_is_removed_by_the_next(run, tmp_path):
+    dead = subprocess.Popen(["true"])  # a process id that no process has any more
+    dead.wait()
+    left = [tmp_path / f".model.{dead.pid}.tmp", tmp_path / f".model.{dead.pid}.tmp.replaced"]
+    for folder in left:
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+    publish_run(run, tmp_path / "model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "run"]
+
+
 def test_the_run_itself_and_missing_checkpoints_are_refused(run, tmp_path):
     for out in (run, run.parent):
         with pytest.raises(PublishError, match=r"holds the run .*: publish into another folder"):
@@ -232,6 +244,9 @@ def test_the_run_itself_and_missing_checkpoints_are_refused(run, tmp_path):
         publish_run(tmp_path / "nothing", tmp_path / "model")
     with pytest.raises(PublishError, match=r"^--private applies to the repository that --push"):
         publish_run(run, tmp_path / "model", private=True)
+    with pytest.raises(PublishError, match=r"^--push my org/x: not a Hub repository id \(ORG/NA"):
+        publish_run(run, tmp_path / "model", push="my org/x")
+    assert not (tmp_path / "model").exists()  # refused before anything was written
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,6 +104,8 @@ def publish_run(
     run, out = Path(run), Path(out_dir)
     if private and not push:
         raise PublishError("--private applies to the repository that --push creates; give --push")
+    if push:
+        _check_repo_id(push)
     checkpoint = run_checkpoint(run, checkpoint_name)
     _check_destination(out, run, overwrite)
     contents = read_checkpoint(checkpoint)
@@ -258,6 +260,18 @@ def write_folder_atomically(out: Path, write) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
         if placed:
             shutil.rmtree(aside, ignore_errors=True)
+
+
+def _check_repo_id(repo_id: str) -> None:
+    """Before anything is written: an id the Hub would refuse."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        problem = f"--push {repo_id}: not a Hub repository id (ORG/NAME): {error}"
+        raise PublishError(problem) from None
 
 
 def push_folder(folder: Path, repo_id: str, *, private: bool) -> str:

@@ -283,7 +283,7 @@ def _hub_problem(
 
     cache = constants.HF_HUB_CACHE
     if isinstance(error, LocalEntryNotFoundError):  # nothing cached, and no Hub to ask
-        if constants.is_offline_mode():
+        if constants.HF_HUB_OFFLINE:
             return (
                 f"{source} is not in the local Hub cache ({cache}) and HF_HUB_OFFLINE is set: "
                 "download it once with the network on, or point HF_HUB_CACHE (or HF_HOME) at "
