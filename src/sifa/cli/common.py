@@ -8,6 +8,12 @@ import signal
 
 import yaml
 
+# What every command's --checkpoint takes (sifa.engine.checkpoint.resolve_checkpoint).
+CHECKPOINT_HELP = (
+    "a .safetensors checkpoint, a run folder (its best, else last), a model folder (sifa "
+    "publish) or hf-hub:ORG/NAME[@REVISION]"
+)
+
 
 def parse_switches(pairs: list[str]) -> dict:
     """``["dual_head=false", "sifa_stages=[res4,res5]"]`` -> typed keyword arguments (values

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from sifa.cli.common import CHECKPOINT_HELP
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """The ``eval`` command."""
@@ -19,23 +21,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         "the report (with data.on_error=raise it stops the evaluation).",
     )
     evaluate.add_argument("config", help="YAML config giving the data and the test views")
-    evaluate.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
+    evaluate.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     evaluate.add_argument(
         "--split", default="val", choices=("val", "train"),
         help="the config's dataset to score: data.val (default) or data.train",
     )  # fmt: skip
-    evaluate.add_argument("--out", help="output folder (default: RUN/eval)")
+    evaluate.add_argument(
+        "--out", help="output folder (default: RUN/eval; ./eval for a model folder or Hub id)"
+    )
     evaluate.add_argument("switches", nargs="*", metavar="KEY=VALUE", help="config overrides")
     evaluate.set_defaults(run=_eval)
 
 
 def _eval(args: argparse.Namespace) -> None:
     from sifa.engine import evaluate_checkpoint, load_config
-    from sifa.engine.checkpoint import resolve_checkpoint
+    from sifa.engine.checkpoint import default_output_folder, resolve_checkpoint
 
     config = load_config(args.config, args.switches)
     checkpoint = resolve_checkpoint(args.checkpoint)
-    out = Path(args.out) if args.out else checkpoint.parent.parent / "eval"
+    out = Path(args.out) if args.out else default_output_folder(checkpoint) / "eval"
     report = evaluate_checkpoint(checkpoint, config, out, split=args.split)
     if int(os.environ.get("RANK", "0")) == 0:
         split = report["split"]

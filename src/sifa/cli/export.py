@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sifa.cli.common import CHECKPOINT_HELP
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """The ``export`` command."""
@@ -17,14 +19,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "file carries the class names and preprocessing as metadata, and is checked against "
         "the model on a random clip after writing.",
     )
-    export.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
+    export.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     export.add_argument(
         "--format", required=True, choices=("onnx", "torch-export"),
         help="onnx (onnxruntime and others) or torch-export (a .pt2 program)",
     )  # fmt: skip
     export.add_argument("--frames", type=int, help="frames per clip (default: data.clip_len)")
     export.add_argument("--size", type=int, help="height and width (default: data.test_crop_size)")
-    export.add_argument("--out", help="output file (default: RUN/export/MODEL_FxS.onnx|pt2)")
+    export.add_argument(
+        "--out",
+        help="output file (default: RUN/export/MODEL_FxS.onnx|pt2; ./export/ for a model folder)",
+    )
     export.add_argument(
         "--decompose", action="store_true",
         help="torch-export: standard aten ops instead of the SIFA op (loads without sifa)",

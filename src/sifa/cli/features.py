@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sifa.cli.common import parse_switches
+from sifa.cli.common import CHECKPOINT_HELP, parse_switches
 from sifa.data.annotations import FORMATS
 
 
@@ -27,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     features.add_argument("out", help="output folder (created, or resumed)")
     weights = features.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", help="a sifa .safetensors checkpoint or run folder")
+    weights.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     weights.add_argument(
         "--model", help="a registered model name (random weights, or --pretrained)"
     )

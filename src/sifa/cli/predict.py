@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from sifa.cli.common import stop_outcome
+from sifa.cli.common import CHECKPOINT_HELP, stop_outcome
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "videos", nargs="+",
         help="video files (with --stream: one source FFmpeg opens: a file, FIFO, URL, device)",
     )  # fmt: skip
-    predict.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
+    predict.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     predict.add_argument(
         "--topk", type=int, default=5, help="classes listed per video and window (default 5)"
     )

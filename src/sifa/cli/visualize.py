@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sifa.cli.common import CHECKPOINT_HELP
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """The ``visualize`` command."""
@@ -17,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(input pixels of the network's input crop) and weight drawn.",
     )
     visualize.add_argument("video", help="a video file")
-    visualize.add_argument("--checkpoint", required=True, help="a .safetensors file or run folder")
+    visualize.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     visualize.add_argument("--out", required=True, help="output folder")
     visualize.add_argument(
         "--stage", action="append",

@@ -86,13 +86,15 @@ def export_checkpoint(
     optimize: bool = True,
     check: bool = True,
 ) -> ExportResult:
-    """Export a training checkpoint (a ``.safetensors`` file or a run folder).
+    """Export a training checkpoint (a ``.safetensors`` file, a run folder, a model folder or
+    ``hf-hub:ORG/NAME``).
 
     ``frames`` and ``size`` default to the checkpoint's ``data.clip_len`` and
-    ``data.test_crop_size``; ``out`` to ``RUN/export/MODEL_FRAMESxSIZE.onnx`` (or ``.pt2``).
+    ``data.test_crop_size``; ``out`` to ``RUN/export/MODEL_FRAMESxSIZE.onnx`` (or ``.pt2``;
+    ``./export/...`` for a model folder).
     The file carries the model name, class names, preprocessing and input layout as
     metadata (see :data:`METADATA_KEYS`)."""
-    from sifa.engine.checkpoint import load_model, resolve_checkpoint
+    from sifa.engine.checkpoint import default_output_folder, load_model, resolve_checkpoint
 
     _check_format(format)
     path = resolve_checkpoint(checkpoint)
@@ -101,7 +103,7 @@ def export_checkpoint(
     frames = data.clip_len if frames is None else frames
     size = data.test_crop_size if size is None else size
     if out is None:
-        out = path.parent.parent / "export" / f"{config.model.name}_{frames}x{size}"
+        out = default_output_folder(path) / "export" / f"{config.model.name}_{frames}x{size}"
         out = out.with_suffix(SUFFIXES[format])
     metadata = {
         "model": config.model.name,

@@ -21,6 +21,7 @@ from sifa.engine.checkpoint import read_metadata, resolve_checkpoint
 from sifa.engine.config import ConfigError, check_lr_scales, dataset_spec
 from sifa.engine.schedule import WarmupCosine
 from sifa.models import create_model, load_2d_weights, load_video_weights
+from sifa.models.hub import is_hub_id
 from sifa.models.weights import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -151,10 +152,12 @@ def build_model(
 
 def _initialise_from(model: nn.Module, source: str, class_names: list[str] | None) -> None:
     """``model.init_from``: the weights of a video checkpoint; its classifier only where the
-    classes are the same (a sifa checkpoint says which; a plain state dict: the same count)."""
+    classes are the same (a sifa checkpoint or model folder says which; a plain state dict:
+    the same count)."""
     path = Path(source)
-    if path.is_dir() or path.suffix not in WEIGHT_SUFFIXES:
-        path = resolve_checkpoint(path)  # a run folder or a checkpoint name
+    if is_hub_id(source) or path.is_dir() or path.suffix not in WEIGHT_SUFFIXES:
+        # a run folder, a model folder, a Hub id or a checkpoint name
+        path = resolve_checkpoint(source)
     keep = True
     if path.suffix == ".safetensors" and class_names is not None:
         with contextlib.suppress(CheckpointError):  # a plain safetensors state dict

@@ -26,14 +26,27 @@ import os
 import random
 import signal
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+from omegaconf import DictConfig
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from sifa.files import remove_stale_temporaries, replace_atomically
+from sifa.models.hub import (
+    CONFIG_FILE,
+    MODEL_FORMAT,
+    WEIGHTS_FILE,
+    download_model_folder,
+    is_hub_id,
+    is_model_folder,
+    model_folder_of_weights,
+    read_model_folder,
+)
 from sifa.models.weights import CheckpointError, load_torch_file
 
 FORMAT = "sifa-checkpoint-1"
@@ -203,14 +216,24 @@ def _state_file_name(weights_path: Path, metadata: dict[str, str]) -> str:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """The weights file of ``path``: a ``.safetensors`` file, a checkpoint name without suffix,
-    or a run folder (its ``checkpoints/best``, else ``checkpoints/last``)."""
+    a run folder (its ``checkpoints/best``, else ``checkpoints/last``), a model folder (its
+    ``model.safetensors``; see :mod:`sifa.models.hub`) or ``hf-hub:ORG/NAME[@REVISION]`` (the
+    ``model.safetensors`` of that model folder in huggingface_hub's cache, downloaded if
+    needed)."""
+    if is_hub_id(path):
+        return download_model_folder(path) / WEIGHTS_FILE
     path = Path(path)
     if path.is_dir():
+        if is_model_folder(path):
+            return read_model_folder(path).weights_path
         for candidate in ("checkpoints/best", "checkpoints/last", "best", "last"):
             weights = path / f"{candidate}.safetensors"
             if weights.is_file():
                 return weights
-        raise CheckpointError(f"no checkpoint (best or last .safetensors) in {path}")
+        raise CheckpointError(
+            f"no checkpoint (best or last .safetensors) in {path}, and it is no model folder "
+            f"({CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise CheckpointError(f"checkpoint not found: {path}")
@@ -224,6 +247,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return weights
 
 
+def default_output_folder(weights_path: str | Path) -> Path:
+    """Where commands write by default for a resolved checkpoint (``sifa eval``: its
+    ``eval/``, ``sifa export``: its ``export/``): the run folder of a run's checkpoint (the
+    folder above the checkpoint's own), and the current folder for a model folder, which stays
+    as it was published (or as the Hub cache holds it)."""
+    weights_path = Path(weights_path)
+    if weights_path.name == WEIGHTS_FILE and is_model_folder(weights_path.parent):
+        return Path.cwd()
+    return weights_path.parent.parent
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a sifa checkpoint's weights file (no tensor is read)."""
     return _read(Path(path), tensors=False)[1]
@@ -231,7 +265,16 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 def _read(path: Path, *, tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors (none unless ``tensors``) and metadata of a sifa checkpoint's weights file,
-    opened once."""
+    opened once. A model folder's ``model.safetensors`` gets the metadata a checkpoint would
+    have (its config as YAML, its class names as JSON) from the folder's ``config.json``."""
+    folder = model_folder_of_weights(path)
+    if folder is not None:
+        metadata = {
+            "format": MODEL_FORMAT,
+            "config": yaml.safe_dump(folder.config, sort_keys=False),
+            "class_names": json.dumps(folder.class_names),
+        }
+        return (folder.load_weights() if tensors else {}), metadata
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
@@ -269,13 +312,21 @@ def load_training_state(weights_path: str | Path) -> dict:
     return state
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    """``(model, config, class_names)`` of a training checkpoint: the model rebuilt from the
-    config stored in the weights file, its weights loaded, in eval mode on ``device``."""
-    from omegaconf import OmegaConf
+@dataclass(frozen=True)
+class CheckpointContents:
+    """What a checkpoint (or a model folder) holds: its weights, config and class names."""
 
+    path: Path  # the weights file
+    weights: dict[str, torch.Tensor]
+    config: DictConfig
+    class_names: list[str]
+    update: int | None  # the training update it was saved at (None for a model folder)
+
+
+def read_checkpoint(checkpoint: str | Path) -> CheckpointContents:
+    """The weights, config and class names of ``checkpoint`` (anything
+    :func:`resolve_checkpoint` takes), checked to be readable; no model is built."""
     from sifa.engine.config import ConfigError, from_yaml
-    from sifa.models import create_model
 
     path = resolve_checkpoint(checkpoint)
     weights, metadata = load_weights(path)
@@ -288,10 +339,26 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path}: its class names are not JSON: {error}") from None
     except ConfigError as error:
         raise CheckpointError(str(error)) from None
+    update = metadata.get("update")
+    return CheckpointContents(path, weights, config, class_names, int(update) if update else None)
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
+    """``(model, config, class_names)`` of a training checkpoint or a model folder: the model
+    rebuilt from the config stored with the weights, its weights loaded, in eval mode on
+    ``device``."""
+    from omegaconf import OmegaConf
+
+    from sifa.models import create_model
+
+    contents = read_checkpoint(checkpoint)
+    config = contents.config
     switches = OmegaConf.to_container(config.model.switches, resolve=True)
-    model = create_model(config.model.name, num_classes=len(class_names), **switches)
+    model = create_model(config.model.name, num_classes=len(contents.class_names), **switches)
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(contents.weights)
     except RuntimeError as error:
-        raise CheckpointError(f"{path} does not fit {config.model.name}: {error}") from error
-    return model.to(device).eval(), config, class_names
+        raise CheckpointError(
+            f"{contents.path} does not fit {config.model.name}: {error}"
+        ) from error
+    return model.to(device).eval(), config, contents.class_names

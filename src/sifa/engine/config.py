@@ -109,8 +109,8 @@ class ModelConfig:
     switches: dict[str, Any] = field(default_factory=dict)  # keyword switches of create_model
     pretrained: str | None = None  # ImageNet 2D ResNet or Swin checkpoint to inflate
     # A video checkpoint of the same model to start from (fine-tuning): a run folder, a sifa
-    # .safetensors checkpoint or a .pth state dict. The classifier is kept when the classes are
-    # the same, else left at its initial values.
+    # .safetensors checkpoint, a model folder (sifa publish), hf-hub:ORG/NAME or a .pth state
+    # dict. The classifier is kept when the classes are the same, else left at its initial values.
     init_from: str | None = None
     sync_batchnorm: bool = False
 

@@ -21,7 +21,7 @@ from sifa.data.datasets import UnreadableVideo, VideoClipDataset
 from sifa.data.loader import seed_worker
 from sifa.engine import distributed
 from sifa.engine.builders import autocast_for, build_eval_set
-from sifa.engine.checkpoint import load_model, resolve_checkpoint
+from sifa.engine.checkpoint import load_model, read_metadata, resolve_checkpoint
 from sifa.engine.distributed import Distributed, ShardedSampler
 from sifa.engine.metrics import classification_report, plot_confusion_matrix
 
@@ -156,7 +156,9 @@ def evaluate_checkpoint(
     ``scores_<split>.npz`` to ``out_dir`` (by the main process), and return the report.
 
     ``checkpoint`` is resolved as :func:`~sifa.engine.checkpoint.resolve_checkpoint` does (a
-    run folder: its ``best``, else ``last``); the report's ``checkpoint`` names the file used.
+    run folder: its ``best``, else ``last``); the report's ``checkpoint`` names the file used,
+    ``checkpoint_update`` the training update it was saved at (None for a model folder),
+    ``dataset`` the split's root, ``clips`` and ``crops`` the views.
     Unreadable videos are left out of the metrics: the report lists them (``num_unreadable``,
     ``unreadable``: path and reason of each). The NPZ holds ``scores``, ``labels``, ``paths``
     and ``indices`` (in the annotation list) of the scored videos, ``class_names``, and
@@ -183,9 +185,14 @@ def evaluate_checkpoint(
     scores, labels = result.scores, result.labels
     labelled = labels >= 0
     report = classification_report(scores[labelled], labels[labelled], class_names)
+    update = read_metadata(checkpoint).get("update")
     report.update(
         split=split,
+        dataset=str(config.data[split].root),
         checkpoint=str(checkpoint),
+        checkpoint_update=int(update) if update else None,  # which save of that name it was
+        clips=config.data.test_clips,
+        crops=config.data.test_crops,
         views=config.data.test_clips * config.data.test_crops,
         num_unreadable=len(result.unreadable),
         unreadable=[{"path": u.path, "reason": u.reason} for u in result.unreadable],

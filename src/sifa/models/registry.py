@@ -7,9 +7,13 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from sifa.models.errors import CheckpointError
+from sifa.models.hub import open_model_folder
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,16 @@ def model_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **switches: Any) -> nn.Module:
+def create_model(name: str, *, pretrained: str | Path | None = None, **switches: Any) -> nn.Module:
     """Build the registered model ``name`` with the given switches (``num_classes=...`` etc.).
 
     An unknown switch is a ``TypeError`` that names it and lists the model's switches.
+
+    ``pretrained``: a model folder (what ``sifa publish`` writes) or ``hf-hub:ORG/NAME[@REVISION]``
+    (see :mod:`sifa.models.hub`) whose weights the model gets. The model and its switches are
+    the folder's: it must hold ``name``, and a switch given here must agree with the folder's
+    (else a :class:`~sifa.models.weights.CheckpointError` names it). Like any new model, the
+    result is in training mode: call ``.eval()`` for inference.
     """
     entry = model_entry(name)
     known = entry.switches()
@@ -83,4 +93,35 @@ def create_model(name: str, **switches: Any) -> nn.Module:
             f"{name} has no switch {', '.join(map(repr, unknown))}; "
             f"its switches are: {', '.join(known)}"
         )
-    return entry.builder(**switches)
+    if pretrained is None:
+        return entry.builder(**switches)
+    return _create_pretrained(entry, pretrained, switches)
+
+
+def _create_pretrained(
+    entry: ModelEntry, source: str | Path, switches: dict[str, Any]
+) -> nn.Module:
+    folder = open_model_folder(source)
+    if folder.model_name != entry.name:
+        raise CheckpointError(
+            f"{source} holds a {folder.model_name}, not a {entry.name}: "
+            f"create_model({folder.model_name!r}, pretrained=...)"
+        )
+    built_with = {**entry.switches(), **folder.switches, "num_classes": folder.num_classes}
+    for key, value in switches.items():
+        if _comparable(value) != _comparable(built_with[key]):
+            raise CheckpointError(
+                f"switch {key}={value!r} disagrees with {source}, whose {entry.name} has "
+                f"{key}={built_with[key]!r}: the model is built as the folder says, leave "
+                f"{key} out"
+            )
+    model = entry.builder(**folder.switches, num_classes=folder.num_classes)
+    folder.load_into(model)
+    return model
+
+
+def _comparable(value: Any) -> Any:
+    """Tuples as lists: a switch read back from JSON is a list where the default is a tuple."""
+    if isinstance(value, (tuple, list)):
+        return [_comparable(item) for item in value]
+    return value

@@ -12,12 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sifa.models.errors import CheckpointError
+
 _CONTAINER_KEYS = ("state_dict", "model", "model_state", "module")
-
-
-class CheckpointError(ValueError):
-    """A weight file that cannot be read or does not fit the model; the message names the file
-    or the key."""
 
 
 def load_torch_file(path: Path, hint: str):
