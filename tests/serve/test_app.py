@@ -303,3 +303,20 @@ def test_the_settings_are_checked():
         ServeSettings(max_queue=0).check()
     with pytest.raises(ValueError, match="timeout_s must be positive"):
         ServeSettings(timeout_s=0).check()
+
+
+def test_a_published_model_folder_serves_the_same_answers(predictor, trained_run, clip, tmp_path):
+    from sifa.deploy.publish import publish_run
+
+    folder = tmp_path / "model"
+    publish_run(trained_run, folder)
+    published = Predictor(folder, device="cpu")
+    with serving(predictor, max_batch=1) as client:
+        from_run = client.post("/v1/predict", files=upload(clip)).json()
+    with serving(published, max_batch=1) as client:
+        from_folder = client.post("/v1/predict", files=upload(clip)).json()
+        model = client.get("/v1/model").json()
+    assert from_folder == from_run
+    assert model["weights"] == "model.safetensors"
+    weights = (folder / "model.safetensors").read_bytes()
+    assert model["weights_sha256"] == hashlib.sha256(weights).hexdigest()
