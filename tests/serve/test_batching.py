@@ -78,6 +78,23 @@ def test_a_group_that_does_not_fit_waits_for_the_next_call():
         torch.testing.assert_close(result, expected_probabilities(views).mean(0))
 
 
+def test_a_batch_waits_only_while_more_views_are_coming():
+    score = RecordingScore()
+    coming = threading.Event()
+    coming.set()
+    batcher = ClipBatcher(score, max_batch=4, max_wait_s=30, more_coming=coming.is_set)
+    with ThreadPoolExecutor(1) as caller:
+        first = caller.submit(batcher.score_groups, [group(1.0, 1)])
+        batcher.score_groups([group(2.0, 1)])  # joins the first, which waits for it
+        first.result(timeout=30)
+        assert score.batches == [2]
+        coming.clear()  # nobody else prepares views: a lone group is scored at once
+        alone = caller.submit(batcher.score_groups, [group(3.0, 1)])
+        alone.result(timeout=10)  # well before the 30 s a waiting batch would take
+    batcher.close()
+    assert score.batches == [2, 1]
+
+
 def test_an_error_reaches_every_caller_of_the_batch_and_the_batcher_goes_on():
     calls = []
 

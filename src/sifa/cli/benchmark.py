@@ -552,6 +552,9 @@ def _register_serve(targets: argparse._SubParsersAction) -> None:
         "--threads", type=int, help="torch threads per process (default: torch's choice)"
     )
     serve_bench.add_argument(
+        "--workers", type=int, default=2, help="the servers' decoding threads (serve --workers)"
+    )
+    serve_bench.add_argument(
         "--max-seconds", type=float, default=120.0, help="time limit of each row"
     )
     serve_bench.add_argument("--json", action="store_true", help="print JSON instead")
@@ -565,7 +568,7 @@ def _benchmark_serve(args: argparse.Namespace) -> None:
         raise ValueError(
             f"the serve benchmark needs {error.name}: pip install 'sifa[serve]'"
         ) from None
-    for name in ("requests", "threads"):
+    for name in ("requests", "threads", "workers"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if any(n < 1 for n in [*args.max_batch, *args.clients]):
@@ -578,6 +581,7 @@ def _benchmark_serve(args: argparse.Namespace) -> None:
         memory_requests=args.memory_requests,
         frames=args.frames,
         threads=args.threads,
+        workers=args.workers,
         max_seconds=args.max_seconds,
     )
     if args.json:

@@ -95,14 +95,16 @@ class Service:
         self.predictor = predictor
         self.settings = settings
         self.batcher = ClipBatcher(
-            predictor.score, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000
-        )
+            predictor.score, max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000, more_coming=lambda: self.preparing > 0,
+        )  # fmt: skip
         self.decoders = ThreadPoolExecutor(settings.workers, thread_name_prefix="sifa-decode")
         self.uploads = Path(tempfile.mkdtemp(prefix="sifa-serve-"))
         self.weights_sha256 = _sha256(predictor.checkpoint)
         self.sifa_stages = _warm_up(predictor)
         self._lock = threading.Lock()
         self.in_progress = 0
+        self.preparing = 0  # requests decoding views that the batcher has not been sent yet
         self.answered = 0
         self.refused_busy = 0
 
@@ -179,11 +181,13 @@ class Service:
         cannot be stopped)."""
 
         def job() -> object:
+            self._count_preparing(+1)
             try:
                 _hold_for_test()
                 self._check_frame_size(upload)
                 return work(upload.path)
             finally:
+                self._count_preparing(-1)
                 upload.path.unlink(missing_ok=True)
 
         future = asyncio.get_running_loop().run_in_executor(self.decoders, job)
@@ -202,6 +206,18 @@ class Service:
         except BatcherClosed as error:
             raise RequestError(503, str(error), headers={"Retry-After": "5"}) from None
 
+    def _count_preparing(self, change: int) -> None:
+        with self._lock:
+            self.preparing += change
+
+    def _score_groups(self, groups: list) -> list:
+        """The batcher's scores; meanwhile this request is not preparing views."""
+        self._count_preparing(-1)
+        try:
+            return self.batcher.score_groups(groups)
+        finally:
+            self._count_preparing(+1)
+
     def _check_frame_size(self, upload: Upload) -> None:
         with open_video(upload.path, self.predictor.backend) as reader:
             info = reader.info
@@ -214,7 +230,7 @@ class Service:
     def predict(self, path: Path, name: str, topk: int, window_seconds: float | None) -> dict:
         return self.predictor.predict(
             path, topk=topk, window_seconds=window_seconds,
-            score_groups=self.batcher.score_groups, name=name,
+            score_groups=self._score_groups, name=name,
         )  # fmt: skip
 
     def annotate(
@@ -224,7 +240,7 @@ class Service:
         try:
             result = self.predictor.annotate(
                 path, out, topk=topk, window_seconds=window_seconds,
-                score_groups=self.batcher.score_groups, name=name,
+                score_groups=self._score_groups, name=name,
             )  # fmt: skip
         except BaseException:
             out.unlink(missing_ok=True)

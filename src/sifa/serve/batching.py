@@ -3,8 +3,9 @@
 One thread owns the model. Callers hand it groups of views (a clip's test views, or a window's)
 and wait for each group's average class probabilities. The thread takes the oldest waiting
 group, then keeps adding groups, of any caller, while the batch stays within ``max_batch``
-views and no more than ``max_wait_s`` has passed since the first one arrived: under load the
-model sees fuller batches, alone a request waits at most ``max_wait_s`` longer. A group is never
+views, no more than ``max_wait_s`` has passed since the first one arrived, and ``more_coming()``
+says that other callers are still preparing views: under load the model sees fuller batches,
+and a request alone is scored at once. A group is never
 split across calls, so ``max_batch=1`` scores every group alone, exactly as ``sifa predict`` does.
 """
 
@@ -51,6 +52,7 @@ class ClipBatcher:
         *,
         max_batch: int = 8,
         max_wait_s: float = 0.005,
+        more_coming: Callable[[], bool] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -59,6 +61,7 @@ class ClipBatcher:
         self._score = score
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self._more_coming = more_coming or (lambda: True)
         self._waiting: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
@@ -112,6 +115,8 @@ class ClipBatcher:
             size = len(item.views)
             deadline = time.monotonic() + self.max_wait_s
             while size < self.max_batch:
+                if self._waiting.empty() and not self._more_coming():
+                    break  # nobody else is about to send views: waiting would only delay
                 try:
                     following = self._waiting.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:

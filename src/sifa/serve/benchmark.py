@@ -72,10 +72,13 @@ class ServeBenchmark:
 class ServerProcess:
     """``sifa serve`` as a child process on a free port of 127.0.0.1."""
 
-    def __init__(self, checkpoint: Path, max_batch: int, threads: int, max_queue: int) -> None:
+    def __init__(
+        self, checkpoint: Path, max_batch: int, threads: int, max_queue: int, workers: int = 2
+    ) -> None:
         command = [sys.executable, "-m", "sifa", "serve", str(checkpoint), "--host",
                    "127.0.0.1", "--port", "0", "--device", "cpu", "--quiet", "--max-batch",
-                   str(max_batch), "--max-queue", str(max_queue)]  # fmt: skip
+                   str(max_batch), "--max-queue", str(max_queue),
+                   "--workers", str(workers)]  # fmt: skip
         environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         self.process = subprocess.Popen(
             command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=environment
@@ -211,13 +214,14 @@ def benchmark_serve(
     memory_requests: int = 1000,
     frames: int | None = None,
     threads: int | None = None,
+    workers: int = 2,
     max_seconds: float = 120.0,
 ) -> ServeBenchmark:
     """Measure (see the module): the Predictor loop, then per ``max_batches`` a server under
     each number of ``clients`` (``requests`` each), then the memory of the last server over
     ``memory_requests`` requests (0: not measured). ``frames``: the video's length (default:
     one clip). ``threads``: torch threads of the loop and of each server (default: this
-    process's)."""
+    process's); ``workers``: the servers' decoding threads (``sifa serve --workers``)."""
     import logging
 
     import torch
@@ -240,7 +244,7 @@ def benchmark_serve(
         content = video.read_bytes()
         memory = None
         for position, max_batch in enumerate(max_batches):
-            server = ServerProcess(checkpoint, max_batch, threads, max(clients) + 1)
+            server = ServerProcess(checkpoint, max_batch, threads, max(clients) + 1, workers)
             try:
                 rows += _serve_rows(server, content, max_batch, list(clients), requests,
                                     max_seconds)  # fmt: skip

@@ -13,7 +13,10 @@ from sifa.serve.app import ServeSettings, create_app
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on the connections of a listening socket
+    # only when it names its protocol, and without it every answer waits ~40 ms for a delayed
+    # ACK (Nagle's algorithm holds the body back until the headers are acknowledged).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
