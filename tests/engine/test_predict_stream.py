@@ -119,10 +119,14 @@ def test_out_video_draws_each_window_s_labels(trained_run, tmp_path, monkeypatch
     write_video(video, np.repeat(still[None], 3 * FPS, axis=0), FPS)
     classes = len(load_model(trained_run)[2])
 
-    def probabilities(self, reader, first, count, clips):
-        return torch.eye(classes)[(first // FPS) % 2]
+    def clip_views(self, reader, first, count, clips):
+        return torch.tensor([[first]])  # stands for the window's views: where it starts
 
-    monkeypatch.setattr(Predictor, "probabilities", probabilities)
+    def score_groups(self, groups):
+        return [torch.eye(classes)[(int(views[0, 0]) // FPS) % 2] for views in groups]
+
+    monkeypatch.setattr(Predictor, "clip_views", clip_views)
+    monkeypatch.setattr(Predictor, "score_groups", score_groups)
     out_video = tmp_path / "out" / "annotated.mp4"
     assert main(["predict", str(video), "--checkpoint", str(trained_run), "--topk", "1",
                  "--window-seconds", "1", "--out-video", str(out_video), "--json",
