@@ -106,7 +106,6 @@ class Service:
         self.in_progress = 0
         self.preparing = 0  # requests decoding views that the batcher has not been sent yet
         self.answered = 0
-        self.refused_busy = 0
 
     def close(self) -> None:
         """Finish what was admitted, then release the threads and the upload folder."""
@@ -119,7 +118,6 @@ class Service:
     def admit(self) -> None:
         with self._lock:
             if self.in_progress >= self.settings.max_queue:
-                self.refused_busy += 1
                 raise RequestError(
                     503,
                     f"busy: {self.in_progress} requests in progress (--max-queue "
