@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -54,3 +57,35 @@ def tiny_config(data_dir: Path, output_dir: Path, **overrides):
 def write_config(config, path: Path) -> Path:
     path.write_text(OmegaConf.to_yaml(config))
     return path
+
+
+# What the forkserver below imports once, before it forks: torch, sifa and what the processes
+# it starts would import first (an optimiser's first step imports torch._dynamo).
+FORKSERVER_PRELOAD = [
+    "torch._dynamo", "sifa.cli", "sifa.engine.trainer", "sifa.engine.demo",
+    "sifa.benchmarks.models", "sifa.benchmarks.ops",
+]  # fmt: skip
+
+
+def forkserver():
+    """multiprocessing's ``forkserver`` context, its server importing ``FORKSERVER_PRELOAD``:
+    each process it starts is a fresh one, forked from a server that has only imported modules,
+    without the seconds a spawned process spends importing torch and sifa."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return context
+
+
+def run_sifa(argv: list[str], env: dict[str, str], stdout: Path, stderr: Path) -> None:
+    """``sifa ARGV`` as ``python -m sifa`` runs it, in a process that ``forkserver()`` started,
+    with ``env`` added to its environment and its output written to ``stdout`` and ``stderr``
+    (the process's exit code is the command's)."""
+    os.environ.update(env)
+    for fd, path in ((1, stdout), (2, stderr)):
+        with open(path, "wb", buffering=0) as file:
+            os.dup2(file.fileno(), fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (the process's own)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    from sifa.cli import main
+
+    sys.exit(main(argv))

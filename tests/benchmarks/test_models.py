@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from sifa.benchmarks import models
 from sifa.benchmarks.models import StepTimes, baseline_of, benchmark_models, format_benchmark
 
+from training_fixtures import forkserver
 
-def test_benchmark_measures_and_tabulates_ratios():
+
+@pytest.fixture
+def forked_fresh_processes(monkeypatch):
+    """The benchmark's fresh processes started by the forkserver of ``training_fixtures``
+    rather than spawned: each still a process of its own, that has done nothing but import."""
+
+    def get_context(method):
+        assert method == "spawn"
+        return forkserver()
+
+    monkeypatch.setattr(models, "multiprocessing", SimpleNamespace(get_context=get_context))
+
+
+def test_benchmark_measures_and_tabulates_ratios(forked_fresh_processes):
     names = ["sifa_resnet18", "c2d_resnet18"]
     results = benchmark_models(names, batch=2, frames=8, size=32, warmup=0, repeats=1, threads=1)
     assert [r.model for r in results] == names
@@ -52,15 +69,13 @@ def test_each_family_is_compared_with_its_per_frame_network():
     }
 
 
-def test_a_failing_model_is_named():
+def test_a_failing_model_is_named(forked_fresh_processes):
     # One clip of 4 frames at 32 px leaves BatchNorm a single value per channel in training.
     with pytest.raises(ValueError, match=r"benchmark of c2d_resnet18 failed: ValueError: Expected"):
         benchmark_models(["c2d_resnet18"], batch=1, frames=4, size=32, warmup=0, repeats=1)
 
 
 def test_models_take_turns_step_by_step(monkeypatch):
-    from sifa.benchmarks import models
-
     calls = []
 
     class Recorder:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sifa.data.synthetic import SyntheticConfig
-from sifa.engine import demo
+from sifa.engine import demo, metrics
 from sifa.engine.checkpoint import resolve_checkpoint
 from sifa.engine.config import load_config
 from sifa.engine.demo import _pair_scores, run_demo
@@ -111,6 +111,8 @@ def test_the_table_gives_mean_min_and_max_over_seeds():
 
 
 def test_reuse_keeps_runs_finished_with_the_same_settings(tmp_path, monkeypatch):
+    # The figures are drawn but not written (the test above writes those of several seeds).
+    monkeypatch.setattr(metrics, "save_png", lambda figure, path: Path(path))
     data = SyntheticConfig(videos_per_class=8, val_videos_per_class=2, frames=8, num_pairs=1)
     out = tmp_path / "demo"
     first = run_demo(out, models=("c2d_resnet18",), epochs=1, data=data, progress=False,

@@ -22,6 +22,7 @@ from sifa.data.presets import eval_transform
 from sifa.data.sampling import DenseSampler
 from sifa.engine.checkpoint import load_model, resolve_checkpoint
 from sifa.engine.features import FeatureExtractor, pool_features
+from sifa.engine.resources import using_threads
 from sifa.models import create_model
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -245,25 +246,26 @@ def test_an_unreadable_video_raises_from_the_python_api(trained_run, tmp_path):
         extractor.extract(tmp_path / "empty.mp4")
 
 
-def test_two_gloo_processes_write_what_one_process_writes(trained_run, tiny_data, tmp_path):
+def test_two_gloo_processes_write_what_one_process_writes(trained_run, tiny_data, tmp_path,
+                                                          capsys):  # fmt: skip
     """Each video on exactly one of the 2 processes (5 readable videos: 3 on rank 0, 2 on rank
     1), the unreadable ones listed by both runs, and the same files, bit for bit (one thread
-    and one video per forward pass in both runs)."""
+    and one video per forward pass in both runs). The one-process run, the reference, runs in
+    this process; the two processes under ``torchrun``."""
     source = source_folder(tiny_data, tmp_path / "videos", count=5)
     options = [str(source), "--checkpoint", str(trained_run), "--per", "clip", "--quiet"]
-    runs = {}
-    for name, launcher in (
-        ("one", [sys.executable, "-m", "sifa"]),
-        ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                 "--nproc_per_node", "2", "-m", "sifa"]),
-    ):  # fmt: skip
-        out = tmp_path / name
-        command = [*launcher, "extract-features", options[0], str(out), *options[1:]]
-        result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    runs = {name: tmp_path / name for name in ("one", "two")}
+    with using_threads(1):
+        code = main(["extract-features", options[0], str(runs["one"]), *options[1:]])
+    one_run = subprocess.CompletedProcess([], code, *capsys.readouterr())
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "sifa", "extract-features", options[0],
+               str(runs["two"]), *options[1:]]  # fmt: skip
+    two_run = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    for result in (one_run, two_run):
         assert result.returncode == 1, result.stderr[-3000:]  # the two unreadable videos
         assert result.stdout.count("5 written, 0 already there, 2 unreadable") == 1, result.stdout
         assert result.stderr.count("unreadable: ") == 2, result.stderr[-3000:]
-        runs[name] = out
     one_index = json.loads((runs["one"] / "index.json").read_text())
     assert json.loads((runs["two"] / "index.json").read_text()) == one_index
     files = sorted(p.relative_to(runs["one"]) for p in runs["one"].rglob("*.safetensors"))

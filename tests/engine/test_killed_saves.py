@@ -1,31 +1,39 @@
-"""A real `sifa train` killed with SIGKILL at every stage of writing a checkpoint, resumed each
-time: every kill leaves a checkpoint that resumes, and the run ends exactly where an
+"""A `sifa train` process killed with SIGKILL at every stage of writing a checkpoint, resumed
+each time: every kill leaves a checkpoint that resumes, and the run ends exactly where an
 uninterrupted one does."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import torch
 
 from sifa.engine.checkpoint import KILL_AT_VARIABLE, load_training_state, load_weights
 from sifa.engine.trainer import train
 
-from training_fixtures import tiny_config, write_config
+from training_fixtures import forkserver, run_sifa, tiny_config, write_config
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def run_training(config_path, *args: str, kill_at: str | None = None):
+    """``sifa train CONFIG ARGS`` in a process of its own (forked by a server that has imported
+    torch and sifa, rather than a new interpreter importing them again)."""
     env = dict(ENV)
     if kill_at:
         env[KILL_AT_VARIABLE] = kill_at
-    command = [sys.executable, "-m", "sifa", "train", str(config_path), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    out, err = config_path.with_suffix(".out"), config_path.with_suffix(".err")
+    argv = ["train", str(config_path), *args]
+    process = forkserver().Process(target=run_sifa, args=(argv, env, out, err))
+    process.start()
+    process.join(timeout=300)
+    if process.exitcode is None:  # still running: stop it, and fail below
+        process.kill()
+        process.join()
+    return SimpleNamespace(returncode=process.exitcode, stdout=out.read_text(),
+                           stderr=err.read_text())  # fmt: skip
 
 
 def checkpoint_update(folder) -> int:

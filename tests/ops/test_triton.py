@@ -23,10 +23,13 @@ def require_interpreted_triton() -> None:
         pytest.skip(f"Triton backend on CPU tensors: {reason}")
 
 
-def inputs(offset_spread=0.4, seed=0):
+def inputs(offset_spread=0.4, seed=0, height=2, width=3):
+    # Two images (the deterministic path offsets its corner lists by image), small: the
+    # deterministic key gradient runs one program per key pixel, a slow one in Triton's
+    # interpreter.
     gen = torch.Generator().manual_seed(seed)
-    q, k = (torch.randn(2, 4, 4, 5, generator=gen, dtype=F64) for _ in "qk")
-    o = offset_spread * torch.randn(2, 18, 4, 5, generator=gen, dtype=F64)
+    q, k = (torch.randn(2, 4, height, width, generator=gen, dtype=F64) for _ in "qk")
+    o = offset_spread * torch.randn(2, 18, height, width, generator=gen, dtype=F64)
     return [t.requires_grad_() for t in (q, k, o)]
 
 
@@ -41,14 +44,14 @@ def deterministic():
 def test_deterministic_backward_matches_the_loop_reference(deterministic, switches):
     require_interpreted_triton()
     # Small offsets: taps of neighbouring pixels share key pixels, so each key pixel collects
-    # several contributions, which the deterministic path sums in sorted order.
+    # several contributions (11 to 19 here), which the deterministic path sums in sorted order.
     q, k, o = inputs()
     grad_out = torch.randn_like(q)
     out = inter_frame_attention(q, k, o, **switches, backend="triton")
-    fast = torch.autograd.grad(out, (q, k, o), grad_out)
-    again = torch.autograd.grad(
-        inter_frame_attention(q, k, o, **switches, backend="triton"), (q, k, o), grad_out
-    )
+    # The backward runs twice on the same inputs (the backward op gets only q, k, o and
+    # grad_out, so a second forward would change nothing but the time).
+    fast = torch.autograd.grad(out, (q, k, o), grad_out, retain_graph=True)
+    again = torch.autograd.grad(out, (q, k, o), grad_out)
     slow = torch.autograd.grad(slow_inter_frame_attention(q, k, o, **switches), (q, k, o), grad_out)
     for name, a, b, c in zip(("query", "key", "offset"), fast, again, slow, strict=True):
         assert torch.equal(a, b), name
@@ -57,33 +60,37 @@ def test_deterministic_backward_matches_the_loop_reference(deterministic, switch
 
 def test_deterministic_and_atomic_paths_agree_on_the_key_gradient(deterministic):
     require_interpreted_triton()
-    q, k, o = inputs(offset_spread=3.0, seed=1)  # offsets past the borders too
+    # Offsets past the borders too; 3 x 4 pixels, so that each key pixel still collects
+    # several contributions (2 to 9), summed in two different orders.
+    q, k, o = inputs(offset_spread=3.0, seed=1, height=3, width=4)
     grad_out = torch.randn_like(q)
-    sorted_sum = torch.autograd.grad(
-        inter_frame_attention(q, k, o, backend="triton"), (k,), grad_out
-    )[0]
+    # One forward, two backwards: the backward reads the deterministic switch when it runs.
+    out = inter_frame_attention(q, k, o, backend="triton")
+    sorted_sum = torch.autograd.grad(out, (k,), grad_out, retain_graph=True)[0]
     torch.use_deterministic_algorithms(False)
-    atomic = torch.autograd.grad(inter_frame_attention(q, k, o, backend="triton"), (k,), grad_out)
+    atomic = torch.autograd.grad(out, (k,), grad_out)
     torch.testing.assert_close(sorted_sum, atomic[0], rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize(
-    "budget, layout, mode",
+    "budget, layout, mode, height, width",
     [
-        (4, "contiguous", "atomic"),  # 2 pixels per tile, the last one half full
-        # one pixel per tile (the tile is smaller than the channels); planes not contiguous
-        (1, "transposed", "deterministic"),
+        # 4 pixels per tile: the first spans both rows, the second is half full
+        (8, "contiguous", "atomic", 2, 3),
+        # one pixel per tile (the tile is smaller than the channels), two tiles each way;
+        # planes not contiguous
+        (1, "transposed", "deterministic", 2, 2),
     ],
 )
-def test_tiles_smaller_than_the_image(monkeypatch, budget, layout, mode):
+def test_tiles_smaller_than_the_image(monkeypatch, budget, layout, mode, height, width):
     require_interpreted_triton()
-    # The other tests' images fit in one tile; here a 3 x 3 image is cut into several (each
-    # program costs the interpreter time, hence the small image).
+    # The other tests' images fit in one tile; here the image is cut into several (each
+    # program costs the interpreter time, hence the small images).
     monkeypatch.setattr(triton_backend, "_FORWARD_TILE", budget)
     monkeypatch.setattr(triton_backend, "_BACKWARD_TILE", budget)
     gen = torch.Generator().manual_seed(4)
-    q, k = (torch.randn(1, 4, 3, 3, generator=gen, dtype=F64) for _ in "qk")
-    o = 1.2 * torch.randn(1, 18, 3, 3, generator=gen, dtype=F64)
+    q, k = (torch.randn(1, 4, height, width, generator=gen, dtype=F64) for _ in "qk")
+    o = 1.2 * torch.randn(1, 18, height, width, generator=gen, dtype=F64)
     if layout == "transposed":
         q, k, o = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (q, k, o))
     q, k, o = (t.requires_grad_() for t in (q, k, o))

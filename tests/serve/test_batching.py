@@ -82,7 +82,9 @@ def test_a_batch_waits_only_while_more_views_are_coming():
     score = RecordingScore()
     coming = threading.Event()
     coming.set()
-    batcher = ClipBatcher(score, max_batch=4, max_wait_s=30, more_coming=coming.is_set)
+    # max_batch 2: the second group fills the batch, so it is scored as soon as it joins (with
+    # room left it would wait out max_wait_s, as more views are coming)
+    batcher = ClipBatcher(score, max_batch=2, max_wait_s=30, more_coming=coming.is_set)
     with ThreadPoolExecutor(1) as caller:
         first = caller.submit(batcher.score_groups, [group(1.0, 1)])
         batcher.score_groups([group(2.0, 1)])  # joins the first, which waits for it
