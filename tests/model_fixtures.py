@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sifa.models import SwinVideo
+
 
 def perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
     """``model`` in eval mode with norms and running statistics moved off their initial
@@ -23,3 +25,12 @@ def perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
             if not parameter.any():
                 parameter.normal_(0, 0.02, generator=generator)
     return model.eval()
+
+
+def small_sifa_transformer(**switches) -> SwinVideo:
+    """The first two stages of ``sifa_swin_t``: the same ``SwinVideo`` (width 96, 3 and 6 heads,
+    two blocks a stage: a SIFA block and a shifted block with its temporal conv, patch merging
+    between them), a third of Swin-T's blocks. At 32 pixels the first stage's 8 x 8 map is
+    padded to whole windows and shifted, and the second's 4 x 4 map is smaller than the window:
+    the paths Swin-T's four stages take at 64 pixels."""
+    return SwinVideo(temporal="sifa", embed_dim=96, depths=(2, 2), num_heads=(3, 6), **switches)

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from omegaconf import OmegaConf
 
@@ -89,3 +90,16 @@ def run_sifa(argv: list[str], env: dict[str, str], stdout: Path, stderr: Path) -
     from sifa.cli import main
 
     sys.exit(main(argv))
+
+
+def fork_instead_of_spawn(monkeypatch, module) -> None:
+    """Make ``module`` (a benchmark that measures in fresh processes through
+    ``multiprocessing.get_context("spawn")``) start them from ``forkserver()`` instead: each
+    still a process of its own that has done nothing but import, without the import time. A
+    module that stops asking for "spawn" fails here, loudly."""
+
+    def get_context(method):
+        assert method == "spawn"
+        return forkserver()
+
+    monkeypatch.setattr(module, "multiprocessing", SimpleNamespace(get_context=get_context))

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from sifa.benchmarks import models
 from sifa.benchmarks.models import StepTimes, baseline_of, benchmark_models, format_benchmark
 
-from training_fixtures import forkserver
+from training_fixtures import fork_instead_of_spawn
 
 
 @pytest.fixture
 def forked_fresh_processes(monkeypatch):
-    """The benchmark's fresh processes started by the forkserver of ``training_fixtures``
-    rather than spawned: each still a process of its own, that has done nothing but import."""
-
-    def get_context(method):
-        assert method == "spawn"
-        return forkserver()
-
-    monkeypatch.setattr(models, "multiprocessing", SimpleNamespace(get_context=get_context))
+    fork_instead_of_spawn(monkeypatch, models)
 
 
 def test_benchmark_measures_and_tabulates_ratios(forked_fresh_processes):

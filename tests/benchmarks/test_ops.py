@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 from sifa.benchmarks import ops
 from sifa.benchmarks.ops import CONV, benchmark_op, format_op_benchmark
 from sifa.cli import main
 
 from backend_params import require_cpu_kernel
-from training_fixtures import forkserver
+from training_fixtures import fork_instead_of_spawn
 
 
 def test_rows_times_memory_and_ratios(monkeypatch):
     require_cpu_kernel()
-
-    def get_context(method):  # each row's memory: a fresh process, forked rather than spawned
-        assert method == "spawn"
-        return forkserver()
-
-    monkeypatch.setattr(ops, "multiprocessing", SimpleNamespace(get_context=get_context))
+    fork_instead_of_spawn(monkeypatch, ops)  # each row's memory: still a fresh process
     results = benchmark_op(backends=["reference", "cpu"], batch=1, frames=3, shapes=((8, 6),),
                            warmup=0, repeats=1, threads=1)  # fmt: skip
     assert [r.row for r in results] == ["reference", "cpu", CONV]

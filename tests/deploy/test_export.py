@@ -16,13 +16,13 @@ from sifa.cli import main
 from sifa.deploy import ExportError, export_checkpoint, export_model, load_program, onnx_session
 from sifa.deploy.export import check_export, decompose_program, trace, write_onnx
 from sifa.engine.checkpoint import load_model, load_weights, resolve_checkpoint
-from sifa.models import SwinVideo, create_model
+from sifa.models import create_model
 from sifa.models.weights import CheckpointError
 from sifa.nn import InterFrameAttention
 from sifa.ops import inter_frame_attention
 
 from loop_reference import slow_inter_frame_attention
-from model_fixtures import perturbed
+from model_fixtures import perturbed, small_sifa_transformer
 
 ATOL = 1e-4  # the issue's bar for ONNX against PyTorch, float32 logits
 
@@ -124,16 +124,11 @@ def test_sifa_resnet18_onnx_runs_in_onnxruntime_and_matches_pytorch(tmp_path):
 
 
 def test_sifa_transformer_onnx_runs_in_onnxruntime_and_matches_pytorch(tmp_path):
-    """The first two stages of ``sifa_swin_t`` (the same ``SwinVideo``: width 96, 3 and 6
-    heads, two blocks each, a SIFA block and a shifted block with its temporal conv in each,
-    patch merging between them), a third of Swin-T's blocks. At 32 pixels the first stage's
-    8 x 8 map is padded to whole windows and shifted, and the second's 4 x 4 map is smaller
-    than the window (the bias table's central part, no shift): the export paths that Swin-T's
-    four stages take at 64 pixels."""
+    """Swin-T's first two stages (``small_sifa_transformer``) at 32 pixels: the export paths
+    that Swin-T's four stages take at 64 (a window shift on a padded map, and a map smaller
+    than the window, which uses the bias table's central part and no shift)."""
     torch.manual_seed(0)
-    model = perturbed(
-        SwinVideo(temporal="sifa", embed_dim=96, depths=(2, 2), num_heads=(3, 6), num_classes=5)
-    )
+    model = perturbed(small_sifa_transformer(num_classes=5))
     clip = torch.randn(2, 3, 8, 32, 32)
     assert sifa_offsets_matter(model, clip) > 1e-3
     # without the exporter's optimisation pass (the ResNet's export runs it)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sifa.models import SwinVideo, create_model, list_models, model_entry
+from sifa.models import create_model, list_models, model_entry
 
-from model_fixtures import perturbed
+from model_fixtures import perturbed, small_sifa_transformer
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -38,13 +38,13 @@ def test_compiled_training_step_matches_eager(name, switches):
     registered backward inside) against eager mode. (Inductor's generated code around the op
     is tested on the SIFA block in tests/ops; for a whole network it takes a minute here.)
 
-    ``sifa_transformer`` is the first two stages of ``sifa_swin_t`` (:func:`_sifa_transformer`):
+    ``sifa_transformer`` is the first two stages of ``sifa_swin_t`` (``small_sifa_transformer``):
     SIFA blocks, shifted windows with their temporal convs and patch merging, in a third of
     Swin-T's blocks."""
     torch._dynamo.reset()
     torch.manual_seed(0)
     if name == "sifa_transformer":
-        model = perturbed(_sifa_transformer(num_classes=5, **switches)).train()
+        model = perturbed(small_sifa_transformer(num_classes=5, **switches)).train()
     else:
         model = perturbed(create_model(name, num_classes=5, **switches)).train()
     clip = torch.randn(2, 3, 8, 32, 32)
@@ -66,10 +66,3 @@ def test_compiled_training_step_matches_eager(name, switches):
     assert offsets and all(expected[n].abs().sum() > 0 for n in offsets)  # SIFA is in the loss
     for name_, grad in expected.items():
         torch.testing.assert_close(actual[name_], grad, rtol=1e-3, atol=1e-4, msg=name_)
-
-
-def _sifa_transformer(**switches) -> SwinVideo:
-    """The first two stages of ``sifa_swin_t``: the same ``SwinVideo`` (width 96, 3 and 6 heads,
-    two blocks a stage). At 32 pixels the first stage's 8 x 8 map is padded and its windows
-    shifted; the second's 4 x 4 map is smaller than the window."""
-    return SwinVideo(temporal="sifa", embed_dim=96, depths=(2, 2), num_heads=(3, 6), **switches)
